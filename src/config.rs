@@ -1,0 +1,932 @@
+//! The config file: raw serde structs, then validation into a `Config`. No I/O here.
+//!
+//! Every problem is collected (not just the first) and names the file, the key and the reason.
+//! Unknown keys are errors: a misplaced key must never be silently ignored.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// One thing wrong with a config, addressed as `file: key: reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+        }
+    }
+}
+
+/// All the problems found in one config, printed one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+// ---------------------------------------------------------------- raw file structs
+
+#[derive(Debug, Default, Deserialize)]
+struct RawConfig {
+    listen: Option<RawListen>,
+    admin: Option<RawAdmin>,
+    limits: Option<RawLimits>,
+    egress: Option<RawEgress>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawListen {
+    addr: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    allow_cidrs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawAdmin {
+    addr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawLimits {
+    upstream_timeout: Option<String>,
+    upstream_connect_timeout: Option<String>,
+    upstream_idle_timeout: Option<String>,
+    header_read_timeout: Option<String>,
+    tls_handshake_timeout: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawEgress {
+    bind_ip: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRoute {
+    name: Option<String>,
+    upstream: Option<String>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    hosts: Option<Vec<String>>,
+    legacy_tenant_id: Option<String>,
+    upstream_auth: Option<String>,
+    #[serde(default)]
+    clients: Vec<RawClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawClient {
+    name: Option<String>,
+    token_sha256: Option<String>,
+    additional_token_sha256: Option<Vec<String>>,
+}
+
+// ---------------------------------------------------------------- validated config
+
+/// A validated config. Paths are resolved against the config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub source: PathBuf,
+    pub listen: Listen,
+    pub admin: Option<Admin>,
+    pub limits: Limits,
+    pub egress: Egress,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// None: plain HTTP (behind a TLS-terminating load balancer).
+    pub tls: Option<TlsFiles>,
+    /// Empty: every source is allowed.
+    pub allow_cidrs: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// From the request leaving to the upstream's response head: 504 after it.
+    pub upstream_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    /// Pooled upstream connections idle longer are closed (below common 60 s upstream keep-alives).
+    pub upstream_idle_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            upstream_timeout: Duration::from_secs(30),
+            upstream_connect_timeout: Duration::from_secs(10),
+            upstream_idle_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Egress {
+    pub bind_ip: Option<IpAddr>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    pub upstream: UpstreamBase,
+    pub token: TokenSource,
+    /// Lower-case host names, without port. Empty: this route serves any host.
+    pub hosts: Vec<String>,
+    pub legacy_tenant_id: Option<String>,
+    pub upstream_auth: UpstreamAuth,
+    pub clients: Vec<Client>,
+}
+
+/// The route's upstream SCIM base, e.g. `https://acme.goskope.com/api/v2/scim`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamBase {
+    /// Host as written (lower-cased), IPv6 without brackets.
+    pub host: String,
+    pub port: u16,
+    /// `host[:port]` as it goes in the Host header / :authority.
+    pub authority: String,
+    /// Base path without trailing slash, e.g. `/api/v2/scim`; empty for the root.
+    pub path: String,
+}
+
+impl UpstreamBase {
+    /// `https://authority/path`, the prefix that upstream URLs in responses start with.
+    pub fn url(&self) -> String {
+        format!("https://{}{}", self.authority, self.path)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::File(p) => write!(f, "file {}", p.display()),
+            TokenSource::Env(v) => write!(f, "env ${v}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    /// `Authorization: Bearer <v2 token>`, what Netskope's IdP guides configure.
+    Bearer,
+    /// `Netskope-Api-Token: <v2 token>`, the documented REST API v2 header.
+    NetskopeApiToken,
+}
+
+impl fmt::Display for UpstreamAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpstreamAuth::Bearer => "bearer",
+            UpstreamAuth::NetskopeApiToken => "netskope-api-token",
+        })
+    }
+}
+
+/// One IdP allowed on a route, known by the SHA-256 of the old bearer token(s) it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub name: String,
+    /// The first is `token_sha256`; more are allowed so an IdP token can be rotated.
+    pub token_sha256: Vec<[u8; 32]>,
+}
+
+// ---------------------------------------------------------------- parsing and validation
+
+/// Parses and validates config text read from `file`. Relative paths resolve against `file`'s directory.
+pub fn parse(text: &str, file: &Path) -> Result<Config, Problems> {
+    let mut v = Validator {
+        file: file.to_path_buf(),
+        problems: Vec::new(),
+    };
+    let deserializer = toml::Deserializer::new(text);
+    let mut unknown = Vec::new();
+    let raw: RawConfig = match serde_ignored::deserialize(deserializer, |path| {
+        unknown.push(key_path(&path));
+    }) {
+        Ok(raw) => raw,
+        Err(e) => return Err(Problems(vec![v.toml_problem(&e)])),
+    };
+    for key in unknown {
+        v.problem(&key, "unknown key (misspelt, or in the wrong table?)");
+    }
+    let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let config = v.config(raw, &base_dir);
+    if v.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Problems(v.problems))
+    }
+}
+
+struct Validator {
+    file: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn problem(&mut self, key: &str, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            key: key.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    fn toml_problem(&self, e: &toml::de::Error) -> Problem {
+        // toml's message already says the line, the column and the key.
+        Problem {
+            file: self.file.clone(),
+            key: String::new(),
+            reason: e.to_string().trim_end().replace('\n', " | "),
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, base_dir: &Path) -> Config {
+        let listen = self.listen(raw.listen, base_dir);
+        let admin = raw.admin.and_then(|a| match a.addr {
+            Some(addr) => self
+                .socket_addr("admin.addr", &addr)
+                .map(|addr| Admin { addr }),
+            None => {
+                self.problem("admin.addr", "required when [admin] is present");
+                None
+            }
+        });
+        let limits = self.limits(raw.limits.unwrap_or_default());
+        let egress = self.egress(raw.egress.unwrap_or_default(), base_dir);
+        let routes = self.routes(raw.routes, base_dir);
+        if let (Some(a), l) = (&admin, &listen)
+            && a.addr == l.addr
+            && a.addr.port() != 0
+        {
+            self.problem("admin.addr", "must differ from listen.addr");
+        }
+        Config {
+            source: self.file.clone(),
+            listen,
+            admin,
+            limits,
+            egress,
+            routes,
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    key,
+                    format!("{s:?} is not an IP:port address (e.g. \"0.0.0.0:8443\" or \"[::]:8443\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn listen(&mut self, raw: Option<RawListen>, base_dir: &Path) -> Listen {
+        let fallback = SocketAddr::from(([0, 0, 0, 0], 0));
+        let Some(raw) = raw else {
+            self.problem("listen", "required table is missing (at least listen.addr)");
+            return Listen {
+                addr: fallback,
+                tls: None,
+                allow_cidrs: Vec::new(),
+            };
+        };
+        let addr = match raw.addr {
+            Some(a) => self.socket_addr("listen.addr", &a).unwrap_or(fallback),
+            None => {
+                self.problem("listen.addr", "required");
+                fallback
+            }
+        };
+        let tls = match (raw.cert, raw.key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: base_dir.join(cert),
+                key: base_dir.join(key),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem("listen.key", "required when listen.cert is set (both or neither)");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("listen.cert", "required when listen.key is set (both or neither)");
+                None
+            }
+        };
+        let mut allow_cidrs = Vec::new();
+        for (i, c) in raw.allow_cidrs.unwrap_or_default().iter().enumerate() {
+            match parse_cidr(c) {
+                Some(net) => allow_cidrs.push(net),
+                None => self.problem(
+                    &format!("listen.allow_cidrs[{i}]"),
+                    format!("{c:?} is not a CIDR (e.g. \"10.0.0.0/8\", \"2001:db8::/32\") or IP address"),
+                ),
+            }
+        }
+        Listen {
+            addr,
+            tls,
+            allow_cidrs,
+        }
+    }
+
+    fn duration(&mut self, key: &str, raw: Option<String>, default: Duration) -> Duration {
+        let Some(s) = raw else { return default };
+        match humantime::parse_duration(&s) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.problem(key, "must be greater than zero");
+                default
+            }
+            Err(e) => {
+                self.problem(key, format!("{s:?} is not a duration like \"30s\" or \"2m\" ({e})"));
+                default
+            }
+        }
+    }
+
+    fn limits(&mut self, raw: RawLimits) -> Limits {
+        let d = Limits::default();
+        Limits {
+            upstream_timeout: self.duration("limits.upstream_timeout", raw.upstream_timeout, d.upstream_timeout),
+            upstream_connect_timeout: self.duration(
+                "limits.upstream_connect_timeout",
+                raw.upstream_connect_timeout,
+                d.upstream_connect_timeout,
+            ),
+            upstream_idle_timeout: self.duration(
+                "limits.upstream_idle_timeout",
+                raw.upstream_idle_timeout,
+                d.upstream_idle_timeout,
+            ),
+            header_read_timeout: self.duration(
+                "limits.header_read_timeout",
+                raw.header_read_timeout,
+                d.header_read_timeout,
+            ),
+            tls_handshake_timeout: self.duration(
+                "limits.tls_handshake_timeout",
+                raw.tls_handshake_timeout,
+                d.tls_handshake_timeout,
+            ),
+            shutdown_grace: self.duration("limits.shutdown_grace", raw.shutdown_grace, d.shutdown_grace),
+        }
+    }
+
+    fn egress(&mut self, raw: RawEgress, base_dir: &Path) -> Egress {
+        let bind_ip = raw.bind_ip.and_then(|s| match s.parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => {
+                self.problem("egress.bind_ip", "must be a specific address of this host, not 0.0.0.0 or ::");
+                None
+            }
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.problem("egress.bind_ip", format!("{s:?} is not an IP address"));
+                None
+            }
+        });
+        Egress {
+            bind_ip,
+            ca_file: raw.ca_file.map(|p| base_dir.join(p)),
+        }
+    }
+
+    fn routes(&mut self, raw: Vec<RawRoute>, base_dir: &Path) -> Vec<Route> {
+        if raw.is_empty() {
+            self.problem("routes", "at least one [[routes]] table is required");
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if let Some(route) = self.route(&key, r, base_dir) {
+                routes.push(route);
+            }
+        }
+        // Cross-route rules.
+        let mut any_host_routes = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            if routes[..i].iter().any(|o| o.name == r.name) {
+                self.problem(&format!("routes[{i}].name"), format!("{:?} is used by another route", r.name));
+            }
+            if r.hosts.is_empty() {
+                any_host_routes.push(r.name.clone());
+            }
+            for h in &r.hosts {
+                if let Some(o) = routes[..i].iter().find(|o| o.hosts.contains(h)) {
+                    self.problem(
+                        &format!("routes[{i}].hosts"),
+                        format!("host {h:?} is already served by route {:?}", o.name),
+                    );
+                }
+            }
+        }
+        if any_host_routes.len() > 1 {
+            self.problem(
+                "routes",
+                format!(
+                    "at most one route may omit `hosts` (it serves any host); these do: {}",
+                    any_host_routes.join(", ")
+                ),
+            );
+        }
+        routes
+    }
+
+    fn route(&mut self, key: &str, r: RawRoute, base_dir: &Path) -> Option<Route> {
+        let before = self.problems.len();
+        let name = match r.name {
+            Some(n) if is_name(&n) => n,
+            Some(n) => {
+                self.problem(
+                    &format!("{key}.name"),
+                    format!("{n:?}: use 1-64 letters, digits, '-', '_' or '.'"),
+                );
+                String::new()
+            }
+            None => {
+                self.problem(&format!("{key}.name"), "required");
+                String::new()
+            }
+        };
+        let upstream = match r.upstream {
+            Some(u) => match parse_upstream(&u) {
+                Ok(b) => Some(b),
+                Err(reason) => {
+                    self.problem(&format!("{key}.upstream"), reason);
+                    None
+                }
+            },
+            None => {
+                self.problem(
+                    &format!("{key}.upstream"),
+                    "required (e.g. \"https://<tenant>.goskope.com/api/v2/scim\")",
+                );
+                None
+            }
+        };
+        let token = match (r.token_file, r.token_env) {
+            (Some(f), None) => Some(TokenSource::File(base_dir.join(f))),
+            (None, Some(e)) if !e.is_empty() && !e.contains('=') && !e.contains('\0') => {
+                Some(TokenSource::Env(e))
+            }
+            (None, Some(e)) => {
+                self.problem(&format!("{key}.token_env"), format!("{e:?} is not an environment variable name"));
+                None
+            }
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &format!("{key}.token_file"),
+                    "set exactly one of token_file and token_env, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    &format!("{key}.token_file"),
+                    "one of token_file or token_env is required: where the route's REST API v2 token is read from",
+                );
+                None
+            }
+        };
+        let mut hosts: Vec<String> = Vec::new();
+        if let Some(raw_hosts) = r.hosts {
+            if raw_hosts.is_empty() {
+                self.problem(
+                    &format!("{key}.hosts"),
+                    "empty list: omit the key to serve any host, or list the host names",
+                );
+            }
+            for (j, h) in raw_hosts.iter().enumerate() {
+                match normalize_host(h) {
+                    Some(h) if hosts.contains(&h) => {
+                        self.problem(&format!("{key}.hosts[{j}]"), format!("{h:?} is listed twice"))
+                    }
+                    Some(h) => hosts.push(h),
+                    None => self.problem(
+                        &format!("{key}.hosts[{j}]"),
+                        format!("{h:?} is not a host name (no scheme, path or port)"),
+                    ),
+                }
+            }
+        }
+        let legacy_tenant_id = match r.legacy_tenant_id {
+            Some(t)
+                if !t.is_empty()
+                    && t.len() <= 128
+                    && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                Some(t)
+            }
+            Some(t) => {
+                self.problem(
+                    &format!("{key}.legacy_tenant_id"),
+                    format!("{t:?}: use the tenant id as it appears in the old URL (letters, digits, '-', '_')"),
+                );
+                None
+            }
+            None => None,
+        };
+        let upstream_auth = match r.upstream_auth.as_deref() {
+            None | Some("bearer") => UpstreamAuth::Bearer,
+            Some("netskope-api-token") => UpstreamAuth::NetskopeApiToken,
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.upstream_auth"),
+                    format!("{other:?}: expected \"bearer\" or \"netskope-api-token\""),
+                );
+                UpstreamAuth::Bearer
+            }
+        };
+        if r.clients.is_empty() {
+            self.problem(
+                &format!("{key}.clients"),
+                "at least one [[routes.clients]] is required: without one, every request is refused",
+            );
+        }
+        let mut clients: Vec<Client> = Vec::new();
+        for (j, c) in r.clients.into_iter().enumerate() {
+            let ckey = format!("{key}.clients[{j}]");
+            if let Some(client) = self.client(&ckey, c) {
+                if clients.iter().any(|o| o.name == client.name) {
+                    self.problem(
+                        &format!("{ckey}.name"),
+                        format!("{:?} is used by another client of this route", client.name),
+                    );
+                }
+                for h in &client.token_sha256 {
+                    if let Some(o) = clients.iter().find(|o| o.token_sha256.contains(h)) {
+                        self.problem(
+                            &format!("{ckey}.token_sha256"),
+                            format!("the same token hash is already given to client {:?}", o.name),
+                        );
+                    }
+                }
+                clients.push(client);
+            }
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(Route {
+            name,
+            upstream: upstream?,
+            token: token?,
+            hosts,
+            legacy_tenant_id,
+            upstream_auth,
+            clients,
+        })
+    }
+
+    fn client(&mut self, key: &str, c: RawClient) -> Option<Client> {
+        let before = self.problems.len();
+        let name = match c.name {
+            Some(n) if is_name(&n) => n,
+            Some(n) => {
+                self.problem(&format!("{key}.name"), format!("{n:?}: use 1-64 letters, digits, '-', '_' or '.'"));
+                String::new()
+            }
+            None => {
+                self.problem(&format!("{key}.name"), "required: the IdP's name, as logs and metrics show it");
+                String::new()
+            }
+        };
+        let mut hashes = Vec::new();
+        match c.token_sha256 {
+            Some(h) => {
+                if let Some(h) = self.sha256(&format!("{key}.token_sha256"), &h) {
+                    hashes.push(h);
+                }
+            }
+            None => self.problem(
+                &format!("{key}.token_sha256"),
+                "required: the hex SHA-256 of the bearer token this IdP sends (see `scim-proxy hash-token`)",
+            ),
+        }
+        for (k, h) in c.additional_token_sha256.unwrap_or_default().iter().enumerate() {
+            if let Some(h) = self.sha256(&format!("{key}.additional_token_sha256[{k}]"), h) {
+                if hashes.contains(&h) {
+                    self.problem(&format!("{key}.additional_token_sha256[{k}]"), "listed twice");
+                }
+                hashes.push(h);
+            }
+        }
+        (self.problems.len() == before).then_some(Client {
+            name,
+            token_sha256: hashes,
+        })
+    }
+
+    fn sha256(&mut self, key: &str, s: &str) -> Option<[u8; 32]> {
+        let mut out = [0u8; 32];
+        match hex::decode_to_slice(s.trim(), &mut out) {
+            Ok(()) => Some(out),
+            Err(_) => {
+                self.problem(
+                    key,
+                    "must be 64 hex characters: the SHA-256 of the IdP's bearer token, as printed by `scim-proxy hash-token` (never the token itself)",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `routes[0].clients[1].name`, the way an operator reads a TOML key.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        P::Map { parent, key } => {
+            let parent = key_path(parent);
+            if parent.is_empty() {
+                key.to_string()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+        .map(|n| n.trunc())
+}
+
+/// Lower-cases a configured host name; `None` if it is not a bare host name or IP literal.
+pub fn normalize_host(h: &str) -> Option<String> {
+    let h = h.trim().to_ascii_lowercase();
+    let h = h.strip_suffix('.').unwrap_or(&h).to_string();
+    if h.is_empty() || h.len() > 253 {
+        return None;
+    }
+    if let Some(inner) = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().ok().map(|ip| ip.to_string());
+    }
+    if let Ok(ip) = h.parse::<std::net::Ipv6Addr>() {
+        return Some(ip.to_string());
+    }
+    h.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        .then_some(h)
+}
+
+/// Parses a route's `upstream`: https only, a host, optional port, a path; no query or credentials.
+pub fn parse_upstream(s: &str) -> Result<UpstreamBase, String> {
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some(other) => {
+            return Err(format!(
+                "{s:?}: scheme {other:?} is not allowed; the upstream must be https (the v2 token must never cross the network in clear)"
+            ));
+        }
+        None => return Err(format!("{s:?} is not an absolute https:// URL")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{s:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("{s:?}: credentials in the URL are not allowed; use token_file or token_env"));
+    }
+    if uri.query().is_some() || s.contains('#') {
+        return Err(format!("{s:?}: a query or fragment is not allowed in the upstream base"));
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    let port = authority.port_u16().unwrap_or(443);
+    let authority = match authority.port_u16() {
+        Some(p) if p != 443 => format!("{}:{p}", authority.host().to_ascii_lowercase()),
+        _ => authority.host().to_ascii_lowercase(),
+    };
+    let path = uri.path().trim_end_matches('/').to_string();
+    if path.split('/').any(|seg| seg == "." || seg == "..") || path.contains('%') {
+        return Err(format!("{s:?}: the path must be plain, without dot segments or percent-encoding"));
+    }
+    Ok(UpstreamBase {
+        host,
+        port,
+        authority,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn minimal() -> String {
+        format!(
+            r#"
+[listen]
+addr = "127.0.0.1:8443"
+
+[[routes]]
+name = "acme"
+upstream = "https://acme.goskope.com/api/v2/scim/"
+token_file = "acme.token"
+
+[[routes.clients]]
+name = "okta"
+token_sha256 = "{HASH}"
+"#
+        )
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, Path::new("/etc/scim-proxy/p.toml")) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.0.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_validates_with_defaults() {
+        let c = parse(&minimal(), Path::new("/etc/scim-proxy/p.toml")).unwrap();
+        assert_eq!(c.listen.addr, "127.0.0.1:8443".parse().unwrap());
+        assert!(c.listen.tls.is_none());
+        assert_eq!(c.limits, Limits::default());
+        let r = &c.routes[0];
+        assert_eq!(r.upstream.url(), "https://acme.goskope.com/api/v2/scim");
+        assert_eq!(r.token, TokenSource::File("/etc/scim-proxy/acme.token".into()));
+        assert_eq!(r.upstream_auth, UpstreamAuth::Bearer);
+        assert_eq!(hex::encode(r.clients[0].token_sha256[0]), HASH);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_and_all_are_reported() {
+        let text = minimal().replace("[listen]", "[listen]\nadress = \"x\"") + "\n[egress]\nbindip = \"1.2.3.4\"\n";
+        let p = problems(&text);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("listen.adress: unknown key"), "{p:?}");
+        assert!(p[1].contains("egress.bindip: unknown key"), "{p:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_file_and_key() {
+        let text = r#"
+[listen]
+addr = "nope"
+cert = "a.crt"
+[limits]
+upstream_timeout = "soon"
+[egress]
+bind_ip = "0.0.0.0"
+[[routes]]
+name = "a b"
+upstream = "http://acme.goskope.com/api/v2/scim"
+token_file = "t"
+token_env = "T"
+upstream_auth = "basic"
+hosts = []
+[[routes.clients]]
+name = "okta"
+token_sha256 = "secret-token"
+"#;
+        let p = problems(text);
+        let want = [
+            "listen.addr:",
+            "listen.key: required when listen.cert",
+            "limits.upstream_timeout:",
+            "egress.bind_ip:",
+            "routes[0].name:",
+            "routes[0].upstream:",
+            "routes[0].token_file: set exactly one",
+            "routes[0].hosts: empty list",
+            "routes[0].upstream_auth:",
+            "routes[0].clients[0].token_sha256: must be 64 hex",
+        ];
+        for w in want {
+            assert!(p.iter().any(|l| l.starts_with("/etc/scim-proxy/p.toml: ") && l.contains(w)), "missing {w:?} in {p:#?}");
+        }
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn cross_route_rules() {
+        let route = |name: &str, hosts: &str| {
+            format!(
+                "[[routes]]\nname = \"{name}\"\nupstream = \"https://x.goskope.com/api/v2/scim\"\ntoken_env = \"T\"\n{hosts}\n[[routes.clients]]\nname = \"c\"\ntoken_sha256 = \"{HASH}\"\n"
+            )
+        };
+        let text = format!(
+            "[listen]\naddr = \"127.0.0.1:1\"\n{}{}{}{}",
+            route("a", ""),
+            route("b", ""),
+            route("a", "hosts = [\"H.example\"]"),
+            route("d", "hosts = [\"h.example.\"]")
+        );
+        let p = problems(&text);
+        assert!(p.iter().any(|l| l.contains("routes[2].name") && l.contains("another route")), "{p:#?}");
+        assert!(p.iter().any(|l| l.contains("routes[3].hosts") && l.contains("already served")), "{p:#?}");
+        assert!(p.iter().any(|l| l.contains("at most one route may omit `hosts`")), "{p:#?}");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_name_the_file() {
+        let p = problems("[listen\naddr=1");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("/etc/scim-proxy/p.toml: "), "{p:?}");
+        let p = problems(&minimal().replace("\"127.0.0.1:8443\"", "8443"));
+        assert!(p[0].contains("addr"), "{p:?}");
+    }
+
+    #[test]
+    fn upstream_url_rules() {
+        assert_eq!(parse_upstream("https://A.goskope.com:443/api/v2/scim/").unwrap().authority, "a.goskope.com");
+        let b = parse_upstream("https://127.0.0.1:8444/api/v2/scim").unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.authority.as_str()), ("127.0.0.1", 8444, "127.0.0.1:8444"));
+        let b = parse_upstream("https://[::1]:9/x").unwrap();
+        assert_eq!((b.host.as_str(), b.authority.as_str()), ("::1", "[::1]:9"));
+        for bad in [
+            "http://a/api",
+            "a.goskope.com/api",
+            "https://u:p@a/api",
+            "https://a/api?x=1",
+            "https://a/api/../x",
+            "https://a/api%2f",
+        ] {
+            assert!(parse_upstream(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_normalisation() {
+        assert_eq!(normalize_host("Addon-ACME.goskope.com").as_deref(), Some("addon-acme.goskope.com"));
+        assert_eq!(normalize_host("[::1]").as_deref(), Some("::1"));
+        assert_eq!(normalize_host("a.example:443"), None);
+        assert_eq!(normalize_host("https://a"), None);
+    }
+}

@@ -1,0 +1,91 @@
+//! Pure header operations on the way up and down: hop-by-hop (RFC 9110 §7.6.1) and credential stripping.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+/// Hop-by-hop headers, never forwarded in either direction.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Inbound credentials: the IdP's token must never reach the upstream.
+pub const INBOUND_CREDENTIALS: [&str; 4] = ["authorization", "netskope-api-token", "cookie", "proxy-authorization"];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Prepares inbound headers for the upstream: no hop-by-hop, no credentials, no Host
+/// (the client sets it from the upstream URI), no Expect (hyper answered it already).
+pub fn upstream_request_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in INBOUND_CREDENTIALS {
+        headers.remove(name);
+    }
+    headers.remove(header::HOST);
+    headers.remove(header::EXPECT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("content-type", "application/scim+json"),
+            ("retry-after", "30"),
+        ] {
+            h.append(k, v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "retry-after"]);
+    }
+
+    #[test]
+    fn strips_credentials_host_expect() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer old"),
+            ("netskope-api-token", "x"),
+            ("cookie", "a=b"),
+            ("proxy-authorization", "Basic x"),
+            ("host", "addon-acme.goskope.com"),
+            ("expect", "100-continue"),
+            ("accept", "application/scim+json"),
+        ] {
+            h.append(k, v.parse().unwrap());
+        }
+        upstream_request_headers(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+}

@@ -1,0 +1,278 @@
+//! Pure routing: request host + raw target -> (route, client prefix, upstream path). Refuses what it cannot map safely.
+//!
+//! Nothing here decodes or normalises what is forwarded: the rest of the path and the query go upstream
+//! byte for byte (Entra encodes spaces as `+`, Okta as `%20`). Targets that could mean something else to
+//! another parser (dot segments, encoded slashes, backslashes, NUL, malformed escapes) are refused.
+
+use crate::config::{Route, UpstreamBase};
+
+/// The legacy prefix, matched case-insensitively (`/SCIM/v2`, `/SCIM/V2`, `/scim/v2`, ...).
+const LEGACY_PREFIX: &str = "/scim/v2";
+
+/// Longest path accepted; longer is 414 (no SCIM path comes close).
+pub const MAX_PATH_LEN: usize = 8 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    /// No route serves this host.
+    UnknownHost,
+    /// The path is not under a served prefix.
+    NotFound,
+    /// The target cannot be mapped safely; the reason is safe to show to the client.
+    Unsafe(&'static str),
+    TooLong,
+}
+
+/// Where a request goes, as slices of the inbound path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapped<'a> {
+    /// The prefix exactly as the client wrote it (`/scim/V2/1234`), without trailing slash.
+    pub client_prefix: &'a str,
+    /// The rest of the path after the prefix: empty or starting with one `/`.
+    pub rest: &'a str,
+}
+
+/// Picks the route for a request's host (authority or Host header, port ignored).
+/// A route listing the host wins; otherwise the one route without `hosts`, if any.
+pub fn select_route(routes: &[Route], host: Option<&str>) -> Result<usize, RouteError> {
+    if let Some(host) = host.and_then(host_without_port) {
+        if let Some(i) = routes
+            .iter()
+            .position(|r| r.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
+        {
+            return Ok(i);
+        }
+    }
+    routes
+        .iter()
+        .position(|r| r.hosts.is_empty())
+        .ok_or(RouteError::UnknownHost)
+}
+
+/// `host[:port]` -> `host`, brackets kept off IPv6 literals and one trailing dot dropped.
+pub fn host_without_port(authority: &str) -> Option<&str> {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split_once(']')?.0
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => authority,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty()).then_some(host)
+}
+
+/// Maps an inbound path (no query) under the route's legacy prefixes.
+pub fn map_path<'a>(route: &Route, path: &'a str) -> Result<Mapped<'a>, RouteError> {
+    check_safe(path)?;
+    let head = path.get(..LEGACY_PREFIX.len()).ok_or(RouteError::NotFound)?;
+    if !head.eq_ignore_ascii_case(LEGACY_PREFIX) {
+        return Err(RouteError::NotFound);
+    }
+    let mut prefix_len = LEGACY_PREFIX.len();
+    let after = &path[prefix_len..];
+    if !(after.is_empty() || after.starts_with('/')) {
+        return Err(RouteError::NotFound);
+    }
+    // `/SCIM/V2/<tenantId>` form, when the route has one.
+    if let Some(tenant) = &route.legacy_tenant_id {
+        let seg = after.trim_start_matches('/');
+        if let Some(tail) = seg.strip_prefix(tenant.as_str())
+            && (tail.is_empty() || tail.starts_with('/'))
+        {
+            prefix_len = path.len() - tail.len();
+        }
+    }
+    let (client_prefix, rest) = path.split_at(prefix_len);
+    // An IdP configured with a trailing-slash base URL sends `/SCIM/V2//Users`: one slash is meant.
+    let rest = match rest.trim_start_matches('/') {
+        r if r.len() == rest.len() => rest,
+        r => &rest[rest.len() - r.len() - 1..],
+    };
+    Ok(Mapped {
+        client_prefix,
+        rest,
+    })
+}
+
+/// `<base path><rest>[?query]` for the upstream request.
+pub fn upstream_path_and_query(base: &UpstreamBase, rest: &str, query: Option<&str>) -> String {
+    let mut out = String::with_capacity(base.path.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    out.push_str(&base.path);
+    out.push_str(rest);
+    if out.is_empty() {
+        out.push('/');
+    }
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Refuses targets whose meaning depends on who decodes them.
+pub fn check_safe(path: &str) -> Result<(), RouteError> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(RouteError::TooLong);
+    }
+    if !path.starts_with('/') {
+        return Err(RouteError::Unsafe("the path must start with '/'"));
+    }
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Err(RouteError::Unsafe("backslash in path")),
+            b'\0' => return Err(RouteError::Unsafe("NUL in path")),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(RouteError::Unsafe("malformed percent-encoding in path"))?;
+                match hex {
+                    b'/' => return Err(RouteError::Unsafe("encoded slash (%2F) in path")),
+                    b'\\' => return Err(RouteError::Unsafe("encoded backslash (%5C) in path")),
+                    0 => return Err(RouteError::Unsafe("encoded NUL (%00) in path")),
+                    _ => {}
+                }
+                i += 3;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    for segment in path.split('/') {
+        // `..;x` is `..` to servlet containers; `%2e` is `.` to everyone who decodes.
+        let segment = segment.split(';').next().unwrap_or(segment);
+        if is_dot_segment(segment) {
+            return Err(RouteError::Unsafe("dot segment in path"));
+        }
+    }
+    Ok(())
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    let mut dots = 0;
+    let mut rest = segment;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            rest = r;
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("%2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Client, TokenSource, UpstreamAuth, parse_upstream};
+
+    fn route(name: &str, hosts: &[&str], tenant: Option<&str>) -> Route {
+        Route {
+            name: name.into(),
+            upstream: parse_upstream("https://acme.goskope.com/api/v2/scim").unwrap(),
+            token: TokenSource::Env("T".into()),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            legacy_tenant_id: tenant.map(str::to_string),
+            upstream_auth: UpstreamAuth::Bearer,
+            clients: vec![Client {
+                name: "okta".into(),
+                token_sha256: vec![[0; 32]],
+            }],
+        }
+    }
+
+    #[test]
+    fn prefix_forms() {
+        let r = route("a", &[], Some("1234"));
+        let cases = [
+            ("/SCIM/v2/Users", "/SCIM/v2", "/Users"),
+            ("/scim/V2/Users/abc", "/scim/V2", "/Users/abc"),
+            ("/SCIM/v2", "/SCIM/v2", ""),
+            ("/SCIM/v2/", "/SCIM/v2", "/"),
+            ("/SCIM/V2/1234/Groups", "/SCIM/V2/1234", "/Groups"),
+            ("/SCIM/V2/1234", "/SCIM/V2/1234", ""),
+            ("/SCIM/V2/12345/Groups", "/SCIM/V2", "/12345/Groups"),
+            ("/SCIM/V2//Users", "/SCIM/V2", "/Users"),
+            ("/SCIM/V2/urn:ietf:params:scim:schemas:core:2.0:User", "/SCIM/V2", "/urn:ietf:params:scim:schemas:core:2.0:User"),
+            ("/SCIM/v2/Users/a%20b", "/SCIM/v2", "/Users/a%20b"),
+        ];
+        for (path, prefix, rest) in cases {
+            let m = map_path(&r, path).unwrap_or_else(|e| panic!("{path}: {e:?}"));
+            assert_eq!((m.client_prefix, m.rest), (prefix, rest), "{path}");
+        }
+        assert_eq!(
+            upstream_path_and_query(&r.upstream, "/Users", Some("filter=userName+eq+%22a%22")),
+            "/api/v2/scim/Users?filter=userName+eq+%22a%22"
+        );
+        assert_eq!(upstream_path_and_query(&r.upstream, "", None), "/api/v2/scim");
+    }
+
+    #[test]
+    fn tenant_form_only_when_configured() {
+        let r = route("a", &[], None);
+        let m = map_path(&r, "/SCIM/V2/1234/Users").unwrap();
+        assert_eq!(m.rest, "/1234/Users");
+    }
+
+    #[test]
+    fn other_paths_are_not_found() {
+        let r = route("a", &[], None);
+        for p in ["/", "/api/v2/scim/Users", "/SCIM/v20/Users", "/SCIM/v2x", "/SCIM", "/SCIM/v2;x/Users", "/xSCIM/v2"] {
+            assert_eq!(map_path(&r, p), Err(RouteError::NotFound), "{p}");
+        }
+    }
+
+    #[test]
+    fn unsafe_targets_are_refused() {
+        let r = route("a", &[], None);
+        for p in [
+            "/SCIM/v2/../admin",
+            "/SCIM/v2/Users/..",
+            "/SCIM/v2/./Users",
+            "/SCIM/v2/%2e%2e/admin",
+            "/SCIM/v2/.%2E/admin",
+            "/SCIM/v2/%2E/Users",
+            "/SCIM/v2/..;/admin",
+            "/SCIM%2fv2/Users",
+            "/SCIM/v2/Users%2F1",
+            "/SCIM/v2\\Users",
+            "/SCIM%5cv2/Users",
+            "/SCIM/v2/Users/%00",
+            "/SCIM/v2/Users/%zz",
+            "/SCIM/v2/Users/%2",
+        ] {
+            assert!(matches!(map_path(&r, p), Err(RouteError::Unsafe(_))), "{p}");
+        }
+        // Dots inside a segment are ordinary characters.
+        assert!(map_path(&r, "/SCIM/v2/Users/a.b...c").is_ok());
+        assert!(map_path(&r, "/SCIM/v2/Users/...").is_ok());
+        let long = format!("/SCIM/v2/{}", "a".repeat(MAX_PATH_LEN));
+        assert_eq!(map_path(&r, &long), Err(RouteError::TooLong));
+    }
+
+    #[test]
+    fn host_selection() {
+        let routes = vec![route("a", &["addon-a.goskope.com"], None), route("any", &[], None), route("b", &["b.example", "::1"], None)];
+        assert_eq!(select_route(&routes, Some("ADDON-A.goskope.com:8443")), Ok(0));
+        assert_eq!(select_route(&routes, Some("addon-a.goskope.com.")), Ok(0));
+        assert_eq!(select_route(&routes, Some("b.example")), Ok(2));
+        assert_eq!(select_route(&routes, Some("[::1]:443")), Ok(2));
+        assert_eq!(select_route(&routes, Some("other")), Ok(1));
+        assert_eq!(select_route(&routes, None), Ok(1));
+        let only = vec![route("a", &["a"], None)];
+        assert_eq!(select_route(&only, Some("b")), Err(RouteError::UnknownHost));
+        assert_eq!(select_route(&only, None), Err(RouteError::UnknownHost));
+    }
+}
