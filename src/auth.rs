@@ -33,7 +33,10 @@ pub fn token_sha256(token: &[u8]) -> [u8; 32] {
 
 /// Checks every `Authorization` header value of a request against the route's clients.
 /// Several Authorization headers are ambiguous and refused.
-pub fn authenticate<'a>(clients: &[Client], mut values: impl Iterator<Item = &'a [u8]>) -> AuthOutcome {
+pub fn authenticate<'a>(
+    clients: &[Client],
+    mut values: impl Iterator<Item = &'a [u8]>,
+) -> AuthOutcome {
     let Some(value) = values.next() else {
         return AuthOutcome::Missing;
     };
@@ -105,7 +108,10 @@ mod tests {
         assert_eq!(auth(&["Bearer "]), AuthOutcome::BadScheme);
         assert_eq!(auth(&["okta-old"]), AuthOutcome::BadScheme);
         assert_eq!(auth(&["Bearer okta old"]), AuthOutcome::BadScheme);
-        assert_eq!(auth(&["Bearer okta-old", "Bearer okta-old"]), AuthOutcome::BadScheme);
+        assert_eq!(
+            auth(&["Bearer okta-old", "Bearer okta-old"]),
+            AuthOutcome::BadScheme
+        );
         assert_eq!(auth(&["Bearer okta-olD"]), AuthOutcome::UnknownToken);
     }
 

@@ -330,7 +330,9 @@ impl Validator {
             Err(_) => {
                 self.problem(
                     key,
-                    format!("{s:?} is not an IP:port address (e.g. \"0.0.0.0:8443\" or \"[::]:8443\")"),
+                    format!(
+                        "{s:?} is not an IP:port address (e.g. \"0.0.0.0:8443\" or \"[::]:8443\")"
+                    ),
                 );
                 None
             }
@@ -361,11 +363,17 @@ impl Validator {
             }),
             (None, None) => None,
             (Some(_), None) => {
-                self.problem("listen.key", "required when listen.cert is set (both or neither)");
+                self.problem(
+                    "listen.key",
+                    "required when listen.cert is set (both or neither)",
+                );
                 None
             }
             (None, Some(_)) => {
-                self.problem("listen.cert", "required when listen.key is set (both or neither)");
+                self.problem(
+                    "listen.cert",
+                    "required when listen.key is set (both or neither)",
+                );
                 None
             }
         };
@@ -375,7 +383,9 @@ impl Validator {
                 Some(net) => allow_cidrs.push(net),
                 None => self.problem(
                     &format!("listen.allow_cidrs[{i}]"),
-                    format!("{c:?} is not a CIDR (e.g. \"10.0.0.0/8\", \"2001:db8::/32\") or IP address"),
+                    format!(
+                        "{c:?} is not a CIDR (e.g. \"10.0.0.0/8\", \"2001:db8::/32\") or IP address"
+                    ),
                 ),
             }
         }
@@ -395,7 +405,10 @@ impl Validator {
                 default
             }
             Err(e) => {
-                self.problem(key, format!("{s:?} is not a duration like \"30s\" or \"2m\" ({e})"));
+                self.problem(
+                    key,
+                    format!("{s:?} is not a duration like \"30s\" or \"2m\" ({e})"),
+                );
                 default
             }
         }
@@ -404,7 +417,11 @@ impl Validator {
     fn limits(&mut self, raw: RawLimits) -> Limits {
         let d = Limits::default();
         Limits {
-            upstream_timeout: self.duration("limits.upstream_timeout", raw.upstream_timeout, d.upstream_timeout),
+            upstream_timeout: self.duration(
+                "limits.upstream_timeout",
+                raw.upstream_timeout,
+                d.upstream_timeout,
+            ),
             upstream_connect_timeout: self.duration(
                 "limits.upstream_connect_timeout",
                 raw.upstream_connect_timeout,
@@ -425,14 +442,21 @@ impl Validator {
                 raw.tls_handshake_timeout,
                 d.tls_handshake_timeout,
             ),
-            shutdown_grace: self.duration("limits.shutdown_grace", raw.shutdown_grace, d.shutdown_grace),
+            shutdown_grace: self.duration(
+                "limits.shutdown_grace",
+                raw.shutdown_grace,
+                d.shutdown_grace,
+            ),
         }
     }
 
     fn egress(&mut self, raw: RawEgress, base_dir: &Path) -> Egress {
         let bind_ip = raw.bind_ip.and_then(|s| match s.parse::<IpAddr>() {
             Ok(ip) if ip.is_unspecified() => {
-                self.problem("egress.bind_ip", "must be a specific address of this host, not 0.0.0.0 or ::");
+                self.problem(
+                    "egress.bind_ip",
+                    "must be a specific address of this host, not 0.0.0.0 or ::",
+                );
                 None
             }
             Ok(ip) => Some(ip),
@@ -462,7 +486,10 @@ impl Validator {
         let mut any_host_routes = Vec::new();
         for (i, r) in routes.iter().enumerate() {
             if routes[..i].iter().any(|o| o.name == r.name) {
-                self.problem(&format!("routes[{i}].name"), format!("{:?} is used by another route", r.name));
+                self.problem(
+                    &format!("routes[{i}].name"),
+                    format!("{:?} is used by another route", r.name),
+                );
             }
             if r.hosts.is_empty() {
                 any_host_routes.push(r.name.clone());
@@ -526,7 +553,10 @@ impl Validator {
                 Some(TokenSource::Env(e))
             }
             (None, Some(e)) => {
-                self.problem(&format!("{key}.token_env"), format!("{e:?} is not an environment variable name"));
+                self.problem(
+                    &format!("{key}.token_env"),
+                    format!("{e:?} is not an environment variable name"),
+                );
                 None
             }
             (Some(_), Some(_)) => {
@@ -554,9 +584,10 @@ impl Validator {
             }
             for (j, h) in raw_hosts.iter().enumerate() {
                 match normalize_host(h) {
-                    Some(h) if hosts.contains(&h) => {
-                        self.problem(&format!("{key}.hosts[{j}]"), format!("{h:?} is listed twice"))
-                    }
+                    Some(h) if hosts.contains(&h) => self.problem(
+                        &format!("{key}.hosts[{j}]"),
+                        format!("{h:?} is listed twice"),
+                    ),
                     Some(h) => hosts.push(h),
                     None => self.problem(
                         &format!("{key}.hosts[{j}]"),
@@ -569,7 +600,8 @@ impl Validator {
             Some(t)
                 if !t.is_empty()
                     && t.len() <= 128
-                    && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
             {
                 Some(t)
             }
@@ -613,7 +645,10 @@ impl Validator {
                     if let Some(o) = clients.iter().find(|o| o.token_sha256.contains(h)) {
                         self.problem(
                             &format!("{ckey}.token_sha256"),
-                            format!("the same token hash is already given to client {:?}", o.name),
+                            format!(
+                                "the same token hash is already given to client {:?}",
+                                o.name
+                            ),
                         );
                     }
                 }
@@ -639,11 +674,17 @@ impl Validator {
         let name = match c.name {
             Some(n) if is_name(&n) => n,
             Some(n) => {
-                self.problem(&format!("{key}.name"), format!("{n:?}: use 1-64 letters, digits, '-', '_' or '.'"));
+                self.problem(
+                    &format!("{key}.name"),
+                    format!("{n:?}: use 1-64 letters, digits, '-', '_' or '.'"),
+                );
                 String::new()
             }
             None => {
-                self.problem(&format!("{key}.name"), "required: the IdP's name, as logs and metrics show it");
+                self.problem(
+                    &format!("{key}.name"),
+                    "required: the IdP's name, as logs and metrics show it",
+                );
                 String::new()
             }
         };
@@ -659,10 +700,18 @@ impl Validator {
                 "required: the hex SHA-256 of the bearer token this IdP sends (see `scim-proxy hash-token`)",
             ),
         }
-        for (k, h) in c.additional_token_sha256.unwrap_or_default().iter().enumerate() {
+        for (k, h) in c
+            .additional_token_sha256
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             if let Some(h) = self.sha256(&format!("{key}.additional_token_sha256[{k}]"), h) {
                 if hashes.contains(&h) {
-                    self.problem(&format!("{key}.additional_token_sha256[{k}]"), "listed twice");
+                    self.problem(
+                        &format!("{key}.additional_token_sha256[{k}]"),
+                        "listed twice",
+                    );
                 }
                 hashes.push(h);
             }
@@ -702,14 +751,17 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
                 format!("{parent}.{key}")
             }
         }
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => key_path(parent),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            key_path(parent)
+        }
     }
 }
 
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn parse_cidr(s: &str) -> Option<IpNet> {
@@ -727,7 +779,10 @@ pub fn normalize_host(h: &str) -> Option<String> {
         return None;
     }
     if let Some(inner) = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
-        return inner.parse::<std::net::Ipv6Addr>().ok().map(|ip| ip.to_string());
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|ip| ip.to_string());
     }
     if let Ok(ip) = h.parse::<std::net::Ipv6Addr>() {
         return Some(ip.to_string());
@@ -739,9 +794,7 @@ pub fn normalize_host(h: &str) -> Option<String> {
 
 /// Parses a route's `upstream`: https only, a host, optional port, a path; no query or credentials.
 pub fn parse_upstream(s: &str) -> Result<UpstreamBase, String> {
-    let uri: http::Uri = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL ({e})"))?;
     match uri.scheme_str() {
         Some("https") => {}
         Some(other) => {
@@ -755,12 +808,20 @@ pub fn parse_upstream(s: &str) -> Result<UpstreamBase, String> {
         .authority()
         .ok_or_else(|| format!("{s:?} has no host"))?;
     if authority.as_str().contains('@') {
-        return Err(format!("{s:?}: credentials in the URL are not allowed; use token_file or token_env"));
+        return Err(format!(
+            "{s:?}: credentials in the URL are not allowed; use token_file or token_env"
+        ));
     }
     if uri.query().is_some() || s.contains('#') {
-        return Err(format!("{s:?}: a query or fragment is not allowed in the upstream base"));
+        return Err(format!(
+            "{s:?}: a query or fragment is not allowed in the upstream base"
+        ));
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
     if host.is_empty() {
         return Err(format!("{s:?} has no host"));
     }
@@ -771,7 +832,9 @@ pub fn parse_upstream(s: &str) -> Result<UpstreamBase, String> {
     };
     let path = uri.path().trim_end_matches('/').to_string();
     if path.split('/').any(|seg| seg == "." || seg == "..") || path.contains('%') {
-        return Err(format!("{s:?}: the path must be plain, without dot segments or percent-encoding"));
+        return Err(format!(
+            "{s:?}: the path must be plain, without dot segments or percent-encoding"
+        ));
     }
     Ok(UpstreamBase {
         host,
@@ -820,14 +883,18 @@ token_sha256 = "{HASH}"
         assert_eq!(c.limits, Limits::default());
         let r = &c.routes[0];
         assert_eq!(r.upstream.url(), "https://acme.goskope.com/api/v2/scim");
-        assert_eq!(r.token, TokenSource::File("/etc/scim-proxy/acme.token".into()));
+        assert_eq!(
+            r.token,
+            TokenSource::File("/etc/scim-proxy/acme.token".into())
+        );
         assert_eq!(r.upstream_auth, UpstreamAuth::Bearer);
         assert_eq!(hex::encode(r.clients[0].token_sha256[0]), HASH);
     }
 
     #[test]
     fn unknown_keys_are_errors_and_all_are_reported() {
-        let text = minimal().replace("[listen]", "[listen]\nadress = \"x\"") + "\n[egress]\nbindip = \"1.2.3.4\"\n";
+        let text = minimal().replace("[listen]", "[listen]\nadress = \"x\"")
+            + "\n[egress]\nbindip = \"1.2.3.4\"\n";
         let p = problems(&text);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].contains("listen.adress: unknown key"), "{p:?}");
@@ -869,7 +936,11 @@ token_sha256 = "secret-token"
             "routes[0].clients[0].token_sha256: must be 64 hex",
         ];
         for w in want {
-            assert!(p.iter().any(|l| l.starts_with("/etc/scim-proxy/p.toml: ") && l.contains(w)), "missing {w:?} in {p:#?}");
+            assert!(
+                p.iter()
+                    .any(|l| l.starts_with("/etc/scim-proxy/p.toml: ") && l.contains(w)),
+                "missing {w:?} in {p:#?}"
+            );
         }
         assert_eq!(p.len(), want.len(), "{p:#?}");
     }
@@ -889,9 +960,21 @@ token_sha256 = "secret-token"
             route("d", "hosts = [\"h.example.\"]")
         );
         let p = problems(&text);
-        assert!(p.iter().any(|l| l.contains("routes[2].name") && l.contains("another route")), "{p:#?}");
-        assert!(p.iter().any(|l| l.contains("routes[3].hosts") && l.contains("already served")), "{p:#?}");
-        assert!(p.iter().any(|l| l.contains("at most one route may omit `hosts`")), "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|l| l.contains("routes[2].name") && l.contains("another route")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("routes[3].hosts") && l.contains("already served")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("at most one route may omit `hosts`")),
+            "{p:#?}"
+        );
     }
 
     #[test]
@@ -905,9 +988,17 @@ token_sha256 = "secret-token"
 
     #[test]
     fn upstream_url_rules() {
-        assert_eq!(parse_upstream("https://A.goskope.com:443/api/v2/scim/").unwrap().authority, "a.goskope.com");
+        assert_eq!(
+            parse_upstream("https://A.goskope.com:443/api/v2/scim/")
+                .unwrap()
+                .authority,
+            "a.goskope.com"
+        );
         let b = parse_upstream("https://127.0.0.1:8444/api/v2/scim").unwrap();
-        assert_eq!((b.host.as_str(), b.port, b.authority.as_str()), ("127.0.0.1", 8444, "127.0.0.1:8444"));
+        assert_eq!(
+            (b.host.as_str(), b.port, b.authority.as_str()),
+            ("127.0.0.1", 8444, "127.0.0.1:8444")
+        );
         let b = parse_upstream("https://[::1]:9/x").unwrap();
         assert_eq!((b.host.as_str(), b.authority.as_str()), ("::1", "[::1]:9"));
         for bad in [
@@ -924,7 +1015,10 @@ token_sha256 = "secret-token"
 
     #[test]
     fn host_normalisation() {
-        assert_eq!(normalize_host("Addon-ACME.goskope.com").as_deref(), Some("addon-acme.goskope.com"));
+        assert_eq!(
+            normalize_host("Addon-ACME.goskope.com").as_deref(),
+            Some("addon-acme.goskope.com")
+        );
         assert_eq!(normalize_host("[::1]").as_deref(), Some("::1"));
         assert_eq!(normalize_host("a.example:443"), None);
         assert_eq!(normalize_host("https://a"), None);

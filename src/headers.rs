@@ -16,7 +16,12 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Inbound credentials: the IdP's token must never reach the upstream.
-pub const INBOUND_CREDENTIALS: [&str; 4] = ["authorization", "netskope-api-token", "cookie", "proxy-authorization"];
+pub const INBOUND_CREDENTIALS: [&str; 4] = [
+    "authorization",
+    "netskope-api-token",
+    "cookie",
+    "proxy-authorization",
+];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -15,7 +15,11 @@ pub struct Base {
 impl Base {
     /// `scheme` is `http` or `https`; `authority` is `host[:port]` as to be written; `path` without trailing slash.
     pub fn new(scheme: &str, authority: &str, path: &str) -> Base {
-        let default_port = if scheme.eq_ignore_ascii_case("https") { ":443" } else { ":80" };
+        let default_port = if scheme.eq_ignore_ascii_case("https") {
+            ":443"
+        } else {
+            ":80"
+        };
         let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
             !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']')
         });
@@ -109,9 +113,18 @@ mod tests {
     #[test]
     fn absolute_urls() {
         let cases = [
-            ("https://acme.goskope.com/api/v2/scim/Users/1", Some("https://addon-acme.goskope.com:8443/scim/V2/1234/Users/1")),
-            ("HTTPS://ACME.goskope.com/api/v2/scim", Some("https://addon-acme.goskope.com:8443/scim/V2/1234")),
-            ("https://acme.goskope.com:443/api/v2/scim/Groups?x=1", Some("https://addon-acme.goskope.com:8443/scim/V2/1234/Groups?x=1")),
+            (
+                "https://acme.goskope.com/api/v2/scim/Users/1",
+                Some("https://addon-acme.goskope.com:8443/scim/V2/1234/Users/1"),
+            ),
+            (
+                "HTTPS://ACME.goskope.com/api/v2/scim",
+                Some("https://addon-acme.goskope.com:8443/scim/V2/1234"),
+            ),
+            (
+                "https://acme.goskope.com:443/api/v2/scim/Groups?x=1",
+                Some("https://addon-acme.goskope.com:8443/scim/V2/1234/Groups?x=1"),
+            ),
             ("https://acme.goskope.com/api/v2/scimX", None),
             ("https://acme.goskope.com/API/v2/scim/Users", None),
             ("https://acme.goskope.com.evil/api/v2/scim/Users", None),
@@ -121,32 +134,61 @@ mod tests {
             ("", None),
         ];
         for (input, want) in cases {
-            assert_eq!(rewrite_absolute(input, &up(), &client()).as_deref(), want, "{input}");
+            assert_eq!(
+                rewrite_absolute(input, &up(), &client()).as_deref(),
+                want,
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn round_trip_is_identity() {
-        for tail in ["", "/", "/Users/2819c223", "/Groups?filter=displayName%20eq%20%22x%22", "#frag"] {
+        for tail in [
+            "",
+            "/",
+            "/Users/2819c223",
+            "/Groups?filter=displayName%20eq%20%22x%22",
+            "#frag",
+        ] {
             let original = format!("https://acme.goskope.com/api/v2/scim{tail}");
             let there = rewrite_absolute(&original, &up(), &client()).unwrap();
-            assert_eq!(rewrite_absolute(&there, &client(), &up()).unwrap(), original);
+            assert_eq!(
+                rewrite_absolute(&there, &client(), &up()).unwrap(),
+                original
+            );
         }
     }
 
     #[test]
     fn location_forms() {
-        assert_eq!(rewrite_location("/api/v2/scim/Users/1", &up(), &client()).as_deref(), Some("/scim/V2/1234/Users/1"));
+        assert_eq!(
+            rewrite_location("/api/v2/scim/Users/1", &up(), &client()).as_deref(),
+            Some("/scim/V2/1234/Users/1")
+        );
         assert_eq!(rewrite_location("/api/v2/scimx", &up(), &client()), None);
-        assert_eq!(rewrite_location("//acme.goskope.com/api/v2/scim", &up(), &client()), None);
-        assert_eq!(rewrite_location("https://elsewhere/x", &up(), &client()), None);
+        assert_eq!(
+            rewrite_location("//acme.goskope.com/api/v2/scim", &up(), &client()),
+            None
+        );
+        assert_eq!(
+            rewrite_location("https://elsewhere/x", &up(), &client()),
+            None
+        );
     }
 
     #[test]
     fn default_port_spelt_out_on_either_side() {
         let up443 = Base::new("https", "acme.goskope.com:443", "/api/v2/scim");
         assert_eq!(up443.url(), "https://acme.goskope.com/api/v2/scim");
-        assert!(rewrite_absolute("https://acme.goskope.com/api/v2/scim/Users", &up443, &client()).is_some());
+        assert!(
+            rewrite_absolute(
+                "https://acme.goskope.com/api/v2/scim/Users",
+                &up443,
+                &client()
+            )
+            .is_some()
+        );
         let v6 = Base::new("https", "[::1]", "/x");
         assert!(rewrite_absolute("https://[::1]:443/x/Users", &v6, &client()).is_some());
     }

@@ -66,7 +66,9 @@ pub fn host_without_port(authority: &str) -> Option<&str> {
 /// Maps an inbound path (no query) under the route's legacy prefixes.
 pub fn map_path<'a>(route: &Route, path: &'a str) -> Result<Mapped<'a>, RouteError> {
     check_safe(path)?;
-    let head = path.get(..LEGACY_PREFIX.len()).ok_or(RouteError::NotFound)?;
+    let head = path
+        .get(..LEGACY_PREFIX.len())
+        .ok_or(RouteError::NotFound)?;
     if !head.eq_ignore_ascii_case(LEGACY_PREFIX) {
         return Err(RouteError::NotFound);
     }
@@ -98,7 +100,8 @@ pub fn map_path<'a>(route: &Route, path: &'a str) -> Result<Mapped<'a>, RouteErr
 
 /// `<base path><rest>[?query]` for the upstream request.
 pub fn upstream_path_and_query(base: &UpstreamBase, rest: &str, query: Option<&str>) -> String {
-    let mut out = String::with_capacity(base.path.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    let mut out =
+        String::with_capacity(base.path.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
     out.push_str(&base.path);
     out.push_str(rest);
     if out.is_empty() {
@@ -205,7 +208,11 @@ mod tests {
             ("/SCIM/V2/1234", "/SCIM/V2/1234", ""),
             ("/SCIM/V2/12345/Groups", "/SCIM/V2", "/12345/Groups"),
             ("/SCIM/V2//Users", "/SCIM/V2", "/Users"),
-            ("/SCIM/V2/urn:ietf:params:scim:schemas:core:2.0:User", "/SCIM/V2", "/urn:ietf:params:scim:schemas:core:2.0:User"),
+            (
+                "/SCIM/V2/urn:ietf:params:scim:schemas:core:2.0:User",
+                "/SCIM/V2",
+                "/urn:ietf:params:scim:schemas:core:2.0:User",
+            ),
             ("/SCIM/v2/Users/a%20b", "/SCIM/v2", "/Users/a%20b"),
         ];
         for (path, prefix, rest) in cases {
@@ -216,7 +223,10 @@ mod tests {
             upstream_path_and_query(&r.upstream, "/Users", Some("filter=userName+eq+%22a%22")),
             "/api/v2/scim/Users?filter=userName+eq+%22a%22"
         );
-        assert_eq!(upstream_path_and_query(&r.upstream, "", None), "/api/v2/scim");
+        assert_eq!(
+            upstream_path_and_query(&r.upstream, "", None),
+            "/api/v2/scim"
+        );
     }
 
     #[test]
@@ -229,7 +239,15 @@ mod tests {
     #[test]
     fn other_paths_are_not_found() {
         let r = route("a", &[], None);
-        for p in ["/", "/api/v2/scim/Users", "/SCIM/v20/Users", "/SCIM/v2x", "/SCIM", "/SCIM/v2;x/Users", "/xSCIM/v2"] {
+        for p in [
+            "/",
+            "/api/v2/scim/Users",
+            "/SCIM/v20/Users",
+            "/SCIM/v2x",
+            "/SCIM",
+            "/SCIM/v2;x/Users",
+            "/xSCIM/v2",
+        ] {
             assert_eq!(map_path(&r, p), Err(RouteError::NotFound), "{p}");
         }
     }
@@ -264,8 +282,15 @@ mod tests {
 
     #[test]
     fn host_selection() {
-        let routes = vec![route("a", &["addon-a.goskope.com"], None), route("any", &[], None), route("b", &["b.example", "::1"], None)];
-        assert_eq!(select_route(&routes, Some("ADDON-A.goskope.com:8443")), Ok(0));
+        let routes = vec![
+            route("a", &["addon-a.goskope.com"], None),
+            route("any", &[], None),
+            route("b", &["b.example", "::1"], None),
+        ];
+        assert_eq!(
+            select_route(&routes, Some("ADDON-A.goskope.com:8443")),
+            Ok(0)
+        );
         assert_eq!(select_route(&routes, Some("addon-a.goskope.com.")), Ok(0));
         assert_eq!(select_route(&routes, Some("b.example")), Ok(2));
         assert_eq!(select_route(&routes, Some("[::1]:443")), Ok(2));

@@ -1,0 +1,97 @@
+//! scim-proxy: carries IdP SCIM traffic aimed at Netskope's retired `/SCIM/v2` endpoint to REST API v2.
+//!
+//! `start` is what `main` and the tests both call: it binds the listeners and serves until `shutdown`.
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod devcerts;
+pub mod error;
+pub mod headers;
+pub mod listener;
+pub mod proxy;
+pub mod rewrite;
+pub mod route;
+pub mod runtime;
+pub mod secret;
+pub mod tls;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, Problems};
+pub use runtime::{Shared, Snapshot};
+
+/// A running proxy: its bound addresses and the means to reload and stop it.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Re-reads the config file and everything it names; the running state stays on any problem.
+    pub fn reload(&self) -> Result<(), Problems> {
+        self.shared.reload()
+    }
+
+    /// Stops accepting; in-flight requests get `shutdown_grace` to finish.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every listener has stopped and drained.
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    pub async fn stop(self) {
+        self.shutdown();
+        self.wait().await;
+    }
+}
+
+/// Binds the proxy (and admin) listeners of `snapshot` and starts serving.
+pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io::Result<Running> {
+    let listen_addr = snapshot.config.listen.addr;
+    let admin_addr = snapshot.config.admin.as_ref().map(|a| a.addr);
+    let listener = TcpListener::bind(listen_addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {listen_addr}: {e}"))
+    })?;
+    let admin = match admin_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on admin.addr {addr}: {e}"))
+        })?),
+        None => None,
+    };
+    let shared = Shared::new(snapshot, config_path);
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let proxy_addr = listener.local_addr()?;
+    let admin_addr = match admin {
+        Some(l) => {
+            let addr = l.local_addr()?;
+            tasks.spawn(admin::serve(l, shared.clone(), shutdown.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
+    tasks.spawn(listener::serve(listener, shared.clone(), shutdown.clone()));
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        shared,
+        shutdown,
+        tasks,
+    })
+}

@@ -1,0 +1,262 @@
+//! The command line: serve, check, hash-token, demo. Exit codes: 0 ok, 1 failure, 2 usage or config problems.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use scim_proxy::config::Config;
+use scim_proxy::runtime;
+
+#[derive(Parser)]
+#[command(
+    name = "scim-proxy",
+    version,
+    about = "TLS reverse proxy that carries IdP SCIM traffic from Netskope's retired /SCIM/v2 endpoint to REST API v2 (/api/v2/scim)",
+    long_about = None
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy. SIGHUP reloads the config, certificates and tokens; SIGTERM/SIGINT drain and exit.
+    Serve {
+        /// The TOML config file (see config/scim-proxy.example.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Load and validate everything the config names without serving; print every problem found.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Read a bearer token on stdin and print the token_sha256 value for [[routes.clients]].
+    HashToken,
+    /// Start the proxy with throwaway certificates in front of an embedded Netskope-like SCIM upstream,
+    /// drive a provisioning flow through it, then keep serving.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// Exit after the flow instead of serving on.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::HashToken => hash_token(),
+        Command::Check { config } => check(&config),
+        Command::Serve { config } => with_runtime(serve(config)),
+        Command::Demo { listen, once } => with_runtime(async move {
+            match scim_proxy::demo::run(listen, once).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn with_runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_token() -> ExitCode {
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().take(64 * 1024).read_to_end(&mut input) {
+        eprintln!("cannot read the token from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    // A trailing newline from `echo` or a file is not part of the token.
+    let token = input.trim_ascii();
+    if token.is_empty() {
+        eprintln!("no token on stdin (usage: printf '%s' \"$TOKEN\" | scim-proxy hash-token)");
+        return ExitCode::from(2);
+    }
+    if scim_proxy::auth::bearer_token(&[b"Bearer ".as_slice(), token].concat()).is_none() {
+        eprintln!(
+            "warning: this token has characters a bearer token cannot carry; no IdP can send it"
+        );
+    }
+    println!("{}", hex::encode(scim_proxy::auth::token_sha256(token)));
+    ExitCode::SUCCESS
+}
+
+/// Loads everything; prints every problem, or a summary of the routes.
+fn load(path: &std::path::Path) -> Result<scim_proxy::Snapshot, scim_proxy::Problems> {
+    let config = runtime::read_config(path)?;
+    runtime::build(config, None)
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    // Loading builds a client and TLS acceptor; that needs a runtime context for the timer.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _guard = rt.enter();
+    match load(path) {
+        Ok(snapshot) => {
+            print_summary(&snapshot.config);
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "{} problem{} found; nothing was started",
+                problems.0.len(),
+                if problems.0.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_summary(c: &Config) {
+    println!("{}: OK", c.source.display());
+    let scheme = if c.listen.tls.is_some() {
+        "https (TLS 1.2/1.3)"
+    } else {
+        "plain http (behind a TLS load balancer)"
+    };
+    println!("listen   {} {}", c.listen.addr, scheme);
+    if !c.listen.allow_cidrs.is_empty() {
+        let nets: Vec<String> = c.listen.allow_cidrs.iter().map(|n| n.to_string()).collect();
+        println!("allow    {}", nets.join(", "));
+    }
+    if let Some(a) = &c.admin {
+        println!("admin    http://{}/healthz /readyz", a.addr);
+    }
+    match c.egress.bind_ip {
+        Some(ip) => println!("egress   from {ip}"),
+        None => println!("egress   from the default route's address (no bind_ip)"),
+    }
+    for r in &c.routes {
+        let hosts = if r.hosts.is_empty() {
+            "any host".to_string()
+        } else {
+            r.hosts.join(", ")
+        };
+        let prefixes = match &r.legacy_tenant_id {
+            Some(t) => format!("/SCIM/v2, /SCIM/V2/{t}"),
+            None => "/SCIM/v2".to_string(),
+        };
+        let clients: Vec<&str> = r.clients.iter().map(|c| c.name.as_str()).collect();
+        println!(
+            "route    {}: {} {} -> {} (token from {}, sent as {}; IdPs: {})",
+            r.name,
+            hosts,
+            prefixes,
+            r.upstream.url(),
+            r.token,
+            r.upstream_auth,
+            clients.join(", ")
+        );
+    }
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let snapshot = match load(&path) {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems.0 {
+                tracing::error!("{p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let running = match scim_proxy::start(snapshot, Some(path.clone())).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %running.proxy_addr, admin = ?running.admin_addr, config = %path.display(), "scim-proxy serving");
+    if let Err(e) = wait_for_signals(&running).await {
+        tracing::error!("cannot install signal handlers: {e}");
+        running.shutdown();
+    }
+    running.wait().await;
+    tracing::info!("scim-proxy stopped");
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(running: &scim_proxy::Running) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+            _ = hup.recv() => match running.reload() {
+                Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
+                Err(problems) => {
+                    for p in &problems.0 {
+                        tracing::error!("reload refused, still serving the previous configuration: {p}");
+                    }
+                }
+            },
+        }
+    }
+    running.shutdown();
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(running: &scim_proxy::Running) -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await?;
+    running.shutdown();
+    Ok(())
+}

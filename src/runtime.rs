@@ -1,0 +1,217 @@
+//! Loading: config file -> validated config -> everything it points at (tokens, certificates, roots,
+//! egress), collected into one immutable `Snapshot`. Reload builds a new one and swaps it in whole.
+
+use std::net::{IpAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use rustls_pki_types::CertificateDer;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{self, Config, Problem, Problems, Route, TokenSource};
+use crate::rewrite::Base;
+use crate::secret::V2Token;
+use crate::tls;
+use crate::upstream::{self, Family, UpstreamClient};
+
+/// Everything one request needs, loaded at once. A request takes one snapshot and keeps it to the end.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    /// Parallel to `config.routes`.
+    pub routes: Vec<RouteRuntime>,
+    pub tls: Option<TlsAcceptor>,
+    pub client: UpstreamClient,
+    upstream_roots: Vec<CertificateDer<'static>>,
+    pub loaded_at: SystemTime,
+}
+
+pub struct RouteRuntime {
+    pub base: Base,
+    pub token: V2Token,
+}
+
+impl Snapshot {
+    pub fn route(&self, i: usize) -> Option<(&Route, &RouteRuntime)> {
+        Some((self.config.routes.get(i)?, self.routes.get(i)?))
+    }
+}
+
+/// State shared by the listeners, the admin endpoints and the reloader.
+pub struct Shared {
+    pub state: ArcSwap<Snapshot>,
+    /// Where the config came from, for reloads (None: built in memory).
+    pub config_path: Option<PathBuf>,
+    /// The proxy listener accepts and no shutdown has begun.
+    pub accepting: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: ArcSwap::from_pointee(snapshot),
+            config_path,
+            accepting: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the config file and everything it names; on any problem the running snapshot stays.
+    pub fn reload(&self) -> Result<(), Problems> {
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
+        let current = self.state.load_full();
+        let config = read_config(path)?;
+        if config.listen.addr != current.config.listen.addr {
+            tracing::warn!(
+                old = %current.config.listen.addr,
+                new = %config.listen.addr,
+                "listen.addr changed: a restart is needed to move the listener; still listening on the old address"
+            );
+        }
+        if config.admin != current.config.admin {
+            tracing::warn!("admin.addr changed: a restart is needed to move the admin listener");
+        }
+        let next = build(config, Some(&current))?;
+        self.state.store(Arc::new(next));
+        Ok(())
+    }
+}
+
+/// Reads and validates a config file (no tokens or certificates yet).
+pub fn read_config(path: &Path) -> Result<Config, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem {
+            file: path.to_path_buf(),
+            key: String::new(),
+            reason: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    config::parse(&text, path)
+}
+
+/// Loads everything a validated config points at. Every problem is collected.
+/// With `previous`, the upstream client (and its connection pool) is kept when nothing it uses changed.
+pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Problems> {
+    let mut problems = Vec::new();
+    let mut problem = |key: String, reason: String| {
+        problems.push(Problem {
+            file: config.source.clone(),
+            key,
+            reason,
+        })
+    };
+
+    let tls = match &config.listen.tls {
+        Some(files) => match tls::server_config(&files.cert, &files.key) {
+            Ok(c) => Some(TlsAcceptor::from(c)),
+            Err(e) => {
+                problem("listen.cert".into(), e);
+                None
+            }
+        },
+        None => None,
+    };
+
+    let upstream_roots = match &config.egress.ca_file {
+        Some(path) => tls::read_certs(path).unwrap_or_else(|e| {
+            problem("egress.ca_file".into(), e);
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+
+    if let Some(ip) = config.egress.bind_ip
+        && let Err(e) = check_local_address(ip)
+    {
+        problem("egress.bind_ip".into(), e);
+    }
+
+    let mut routes = Vec::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let key = match route.token {
+            TokenSource::File(_) => format!("routes[{i}].token_file"),
+            TokenSource::Env(_) => format!("routes[{i}].token_env"),
+        };
+        match read_token(&route.token).and_then(|t| V2Token::new(&t, route.upstream_auth)) {
+            Ok(token) => routes.push(RouteRuntime {
+                base: Base::new("https", &route.upstream.authority, &route.upstream.path),
+                token,
+            }),
+            Err(e) => problem(
+                key,
+                format!("the REST API v2 token from {}: {e}", route.token),
+            ),
+        }
+        if let (Some(bind), Ok(host_ip)) =
+            (config.egress.bind_ip, route.upstream.host.parse::<IpAddr>())
+            && Family::of(bind) != Family::of(host_ip)
+        {
+            problem(
+                format!("routes[{i}].upstream"),
+                format!(
+                    "{host_ip} is not reachable from egress.bind_ip {bind} (different IP family)"
+                ),
+            );
+        }
+    }
+
+    let client_tls = match tls::upstream_client_config(&upstream_roots) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problem("egress.ca_file".into(), e);
+            None
+        }
+    };
+
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    let Some(client_tls) = client_tls else {
+        return Err(Problems(problems));
+    };
+    let client = match previous {
+        Some(p)
+            if p.config.egress == config.egress
+                && p.config.limits == config.limits
+                && p.upstream_roots == upstream_roots =>
+        {
+            p.client.clone()
+        }
+        _ => upstream::build_client(&config.egress, &config.limits, client_tls),
+    };
+    Ok(Snapshot {
+        config: Arc::new(config),
+        routes,
+        tls,
+        client,
+        upstream_roots,
+        loaded_at: SystemTime::now(),
+    })
+}
+
+/// Reads a v2 token from its file or variable. Errors never contain the token.
+pub fn read_token(source: &TokenSource) -> Result<String, String> {
+    match source {
+        TokenSource::File(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))
+        }
+        TokenSource::Env(var) => std::env::var(var).map_err(|e| match e {
+            std::env::VarError::NotPresent => "the variable is not set".to_string(),
+            std::env::VarError::NotUnicode(_) => "the variable is not valid UTF-8".to_string(),
+        }),
+    }
+}
+
+/// An egress address must belong to this host: binding a socket to it proves it.
+pub fn check_local_address(ip: IpAddr) -> Result<(), String> {
+    UdpSocket::bind((ip, 0))
+        .map(|_| ())
+        .map_err(|e| format!("{ip} is not an address of this host ({e})"))
+}

@@ -1,0 +1,80 @@
+//! TLS configs: the inbound server config from PEM files, and the verified upstream client config.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// ALPN offered inbound and upstream: HTTP/2 first, HTTP/1.1 as fallback.
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads a PEM certificate chain; the error names the file and says what is wrong (never contents).
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not a valid PEM certificate file ({e})", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no CERTIFICATE block found", path.display()));
+    }
+    Ok(certs)
+}
+
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        format!(
+            "{}: no usable PEM private key (PKCS#8, PKCS#1 or SEC1) ({e})",
+            path.display()
+        )
+    })
+}
+
+/// Inbound TLS 1.2 (ECDHE with AES-GCM, which Entra requires) and 1.3, ALPN h2 + http/1.1.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs = read_certs(cert)?;
+    let key_der = read_key(key)?;
+    server_config_from(certs, key_der)
+        .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))
+}
+
+pub fn server_config_from(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key do not make a usable pair ({e})"))?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Upstream TLS: always verified, against the Mozilla roots plus the operator's `ca_file`.
+pub fn upstream_client_config(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_roots {
+        roots.add(cert.clone()).map_err(|e| {
+            format!("egress.ca_file: a certificate cannot be used as a trust anchor ({e})")
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // No ALPN here: hyper-rustls sets h2 + http/1.1 itself (and refuses a config that has some).
+    Ok(config)
+}

@@ -1,0 +1,115 @@
+//! The pooled upstream client: egress bind (family-aware), verified TLS, HTTP/1.1 and HTTP/2 by ALPN.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::ProxyBody;
+use crate::config::{Egress, Limits};
+
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector<EgressResolver>>;
+pub type UpstreamClient = Client<Connector, ProxyBody>;
+
+/// Resolves upstream names to addresses of the egress address's family only: hyper-util binds the
+/// local address only when families match, so an IPv4 `bind_ip` must never meet an IPv6 address
+/// (it would connect unbound, from an address the tenant allowlist does not know).
+#[derive(Clone, Debug, Default)]
+pub struct EgressResolver {
+    only: Option<Family>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Family {
+        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+impl EgressResolver {
+    pub fn new(bind_ip: Option<IpAddr>) -> EgressResolver {
+        EgressResolver {
+            only: bind_ip.map(Family::of),
+        }
+    }
+
+    /// Resolves `host` and keeps the egress family's addresses, in resolver order.
+    pub async fn resolve(only: Option<Family>, host: &str) -> io::Result<Vec<SocketAddr>> {
+        let all: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+        let kept: Vec<SocketAddr> = all
+            .iter()
+            .copied()
+            .filter(|a| only.is_none_or(|f| Family::of(a.ip()) == f))
+            .collect();
+        if kept.is_empty() {
+            let why = match only {
+                Some(f) if !all.is_empty() => format!(
+                    "{host} has no {} address, and egress.bind_ip is {}",
+                    f.name(),
+                    f.name()
+                ),
+                _ => format!("{host} resolved to no address"),
+            };
+            return Err(io::Error::new(io::ErrorKind::AddrNotAvailable, why));
+        }
+        Ok(kept)
+    }
+}
+
+impl tower::Service<Name> for EgressResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let only = self.only;
+        Box::pin(async move { Ok(Self::resolve(only, name.as_str()).await?.into_iter()) })
+    }
+}
+
+/// Builds the one shared client. The pool timer makes the idle timeout effective (without it
+/// hyper-util never evicts, and a connection the upstream closed gets reused).
+pub fn build_client(egress: &Egress, limits: &Limits, tls: rustls::ClientConfig) -> UpstreamClient {
+    let mut http = HttpConnector::new_with_resolver(EgressResolver::new(egress.bind_ip));
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_local_address(egress.bind_ip);
+    http.set_connect_timeout(Some(limits.upstream_connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(30)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(limits.upstream_idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        // Retries only a request that never started on a reused connection the upstream had closed.
+        .retry_canceled_requests(true)
+        .build(https)
+}
