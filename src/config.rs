@@ -55,6 +55,7 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     limits: Option<RawLimits>,
     egress: Option<RawEgress>,
+    reload: Option<RawReload>,
     #[serde(default)]
     routes: Vec<RawRoute>,
 }
@@ -65,6 +66,22 @@ struct RawListen {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     allow_cidrs: Option<Vec<String>>,
+    proxy_protocol: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
+}
+
+/// A size as operators write it: `4194304`, `"4MiB"`, `"512KiB"`, `"1MB"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawReload {
+    watch: Option<bool>,
+    interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,7 +96,14 @@ struct RawLimits {
     upstream_idle_timeout: Option<String>,
     header_read_timeout: Option<String>,
     tls_handshake_timeout: Option<String>,
+    idle_timeout: Option<String>,
     shutdown_grace: Option<String>,
+    max_body: Option<RawSize>,
+    max_header_bytes: Option<RawSize>,
+    max_headers: Option<u64>,
+    max_connections: Option<u64>,
+    max_requests_per_client: Option<u64>,
+    max_concurrent_streams: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +142,7 @@ pub struct Config {
     pub admin: Option<Admin>,
     pub limits: Limits,
     pub egress: Egress,
+    pub reload: Reload,
     pub routes: Vec<Route>,
 }
 
@@ -128,6 +153,36 @@ pub struct Listen {
     pub tls: Option<TlsFiles>,
     /// Empty: every source is allowed.
     pub allow_cidrs: Vec<IpNet>,
+    /// Expect a PROXY protocol v1/v2 header on connections from `trusted_proxies`.
+    pub proxy_protocol: bool,
+    /// Load balancers whose PROXY header and X-Forwarded-For are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Listen {
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn is_allowed(&self, ip: IpAddr) -> bool {
+        self.allow_cidrs.is_empty() || self.allow_cidrs.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Watching the config, certificate, key, CA and token files for changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    pub watch: bool,
+    pub interval: Duration,
+}
+
+impl Default for Reload {
+    fn default() -> Self {
+        Reload {
+            watch: true,
+            interval: Duration::from_secs(2),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,9 +203,24 @@ pub struct Limits {
     pub upstream_connect_timeout: Duration,
     /// Pooled upstream connections idle longer are closed (below common 60 s upstream keep-alives).
     pub upstream_idle_timeout: Duration,
+    /// HTTP/1.1: the request head must arrive within this, counted from when the connection
+    /// starts waiting for it (so it is also the keep-alive idle limit between requests).
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed (HTTP/2 too).
+    pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Request bodies above this are refused with 413.
+    pub max_body: u64,
+    /// HTTP/1.1 request head (request line + headers) above this is refused with 431.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Connections above this are closed at once (never queued).
+    pub max_connections: usize,
+    /// Requests in flight per route and IdP; beyond it 429 with Retry-After.
+    pub max_requests_per_client: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -161,7 +231,14 @@ impl Default for Limits {
             upstream_idle_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
+            max_body: 4 * 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_connections: 4096,
+            max_requests_per_client: 64,
+            max_concurrent_streams: 128,
         }
     }
 }
@@ -307,6 +384,7 @@ impl Validator {
         });
         let limits = self.limits(raw.limits.unwrap_or_default());
         let egress = self.egress(raw.egress.unwrap_or_default(), base_dir);
+        let reload = self.reload(raw.reload.unwrap_or_default());
         let routes = self.routes(raw.routes, base_dir);
         if let (Some(a), l) = (&admin, &listen)
             && a.addr == l.addr
@@ -320,6 +398,7 @@ impl Validator {
             admin,
             limits,
             egress,
+            reload,
             routes,
         }
     }
@@ -347,6 +426,8 @@ impl Validator {
                 addr: fallback,
                 tls: None,
                 allow_cidrs: Vec::new(),
+                proxy_protocol: false,
+                trusted_proxies: Vec::new(),
             };
         };
         let addr = match raw.addr {
@@ -377,23 +458,38 @@ impl Validator {
                 None
             }
         };
-        let mut allow_cidrs = Vec::new();
-        for (i, c) in raw.allow_cidrs.unwrap_or_default().iter().enumerate() {
+        let allow_cidrs = self.cidrs("listen.allow_cidrs", raw.allow_cidrs);
+        let trusted_proxies = self.cidrs("listen.trusted_proxies", raw.trusted_proxies);
+        let proxy_protocol = raw.proxy_protocol.unwrap_or(false);
+        if proxy_protocol && trusted_proxies.is_empty() {
+            self.problem(
+                "listen.trusted_proxies",
+                "required when proxy_protocol = true: the load balancers allowed to send PROXY headers",
+            );
+        }
+        Listen {
+            addr,
+            tls,
+            allow_cidrs,
+            proxy_protocol,
+            trusted_proxies,
+        }
+    }
+
+    fn cidrs(&mut self, key: &str, raw: Option<Vec<String>>) -> Vec<IpNet> {
+        let mut nets = Vec::new();
+        for (i, c) in raw.unwrap_or_default().iter().enumerate() {
             match parse_cidr(c) {
-                Some(net) => allow_cidrs.push(net),
+                Some(net) => nets.push(net),
                 None => self.problem(
-                    &format!("listen.allow_cidrs[{i}]"),
+                    &format!("{key}[{i}]"),
                     format!(
                         "{c:?} is not a CIDR (e.g. \"10.0.0.0/8\", \"2001:db8::/32\") or IP address"
                     ),
                 ),
             }
         }
-        Listen {
-            addr,
-            tls,
-            allow_cidrs,
-        }
+        nets
     }
 
     fn duration(&mut self, key: &str, raw: Option<String>, default: Duration) -> Duration {
@@ -442,11 +538,98 @@ impl Validator {
                 raw.tls_handshake_timeout,
                 d.tls_handshake_timeout,
             ),
+            idle_timeout: self.duration("limits.idle_timeout", raw.idle_timeout, d.idle_timeout),
             shutdown_grace: self.duration(
                 "limits.shutdown_grace",
                 raw.shutdown_grace,
                 d.shutdown_grace,
             ),
+            max_body: self.size("limits.max_body", raw.max_body, d.max_body, 1, u64::MAX),
+            max_header_bytes: self
+                .size(
+                    "limits.max_header_bytes",
+                    raw.max_header_bytes,
+                    d.max_header_bytes as u64,
+                    8192,
+                    1 << 20,
+                )
+                .try_into()
+                .unwrap_or(d.max_header_bytes),
+            max_headers: self.count(
+                "limits.max_headers",
+                raw.max_headers,
+                d.max_headers,
+                1,
+                1000,
+            ),
+            max_connections: self.count(
+                "limits.max_connections",
+                raw.max_connections,
+                d.max_connections,
+                1,
+                1_000_000,
+            ),
+            max_requests_per_client: self.count(
+                "limits.max_requests_per_client",
+                raw.max_requests_per_client,
+                d.max_requests_per_client,
+                1,
+                1_000_000,
+            ),
+            max_concurrent_streams: self
+                .count(
+                    "limits.max_concurrent_streams",
+                    raw.max_concurrent_streams,
+                    d.max_concurrent_streams as usize,
+                    1,
+                    10_000,
+                )
+                .try_into()
+                .unwrap_or(d.max_concurrent_streams),
+        }
+    }
+
+    fn count(&mut self, key: &str, raw: Option<u64>, default: usize, min: u64, max: u64) -> usize {
+        match raw {
+            None => default,
+            Some(n) if (min..=max).contains(&n) => usize::try_from(n).unwrap_or(default),
+            Some(n) => {
+                self.problem(key, format!("{n} is out of range ({min} to {max})"));
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, key: &str, raw: Option<RawSize>, default: u64, min: u64, max: u64) -> u64 {
+        let n = match raw {
+            None => return default,
+            Some(RawSize::Bytes(n)) => n,
+            Some(RawSize::Text(t)) => match parse_size(&t) {
+                Some(n) => n,
+                None => {
+                    self.problem(
+                        key,
+                        format!(
+                            "{t:?} is not a size like \"4MiB\", \"512KiB\" or a number of bytes"
+                        ),
+                    );
+                    return default;
+                }
+            },
+        };
+        if (min..=max).contains(&n) {
+            n
+        } else {
+            self.problem(key, format!("{n} bytes is out of range ({min} to {max})"));
+            default
+        }
+    }
+
+    fn reload(&mut self, raw: RawReload) -> Reload {
+        let d = Reload::default();
+        Reload {
+            watch: raw.watch.unwrap_or(d.watch),
+            interval: self.duration("reload.interval", raw.interval, d.interval),
         }
     }
 
@@ -757,6 +940,25 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
+/// `4194304`, `"4MiB"`, `"512 KiB"`, `"1MB"`, `"10k"` -> bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1024,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1024 * 1024,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -1011,6 +1213,33 @@ token_sha256 = "secret-token"
         ] {
             assert!(parse_upstream(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4MiB"), Some(4 << 20));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1MB"), Some(1_000_000));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("4 furlongs"), None);
+        assert_eq!(parse_size("MiB"), None);
+        assert_eq!(parse_size("99999999999999999999GiB"), None);
+        let p = problems(&minimal().replace(
+            "[listen]",
+            "[limits]\nmax_body = \"big\"\nmax_header_bytes = 10\n[listen]",
+        ));
+        assert!(p.iter().any(|l| l.contains("limits.max_body")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|l| l.contains("limits.max_header_bytes") && l.contains("out of range")),
+            "{p:?}"
+        );
+        let p = problems(&minimal().replace("[listen]", "[listen]\nproxy_protocol = true"));
+        assert!(
+            p.iter()
+                .any(|l| l.contains("listen.trusted_proxies: required")),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum ErrorKind {
     UriTooLong,
     /// 401 with `WWW-Authenticate: Bearer`.
     Unauthorized,
+    /// 403: the client address is not in `allow_cidrs` (known only from X-Forwarded-For).
+    Forbidden,
+    /// 413: the request body is over `max_body`.
+    PayloadTooLarge,
+    /// 429 with `Retry-After`: this IdP has `max_requests_per_client` requests in flight.
+    TooManyRequests,
     /// 502: could not connect (refused, DNS, unreachable, egress).
     UpstreamConnect,
     /// 502: upstream TLS failed (certificate, protocol).
@@ -46,6 +52,9 @@ impl ErrorKind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamTls | ErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
@@ -59,7 +68,10 @@ impl ErrorKind {
             ErrorKind::NotFound
             | ErrorKind::BadRequest
             | ErrorKind::UriTooLong
-            | ErrorKind::Unauthorized => Origin::Downstream,
+            | ErrorKind::Unauthorized
+            | ErrorKind::Forbidden
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::TooManyRequests => Origin::Downstream,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamTls
             | ErrorKind::UpstreamProtocol
@@ -75,6 +87,9 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad-request",
             ErrorKind::UriTooLong => "uri-too-long",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::PayloadTooLarge => "payload-too-large",
+            ErrorKind::TooManyRequests => "too-many-requests",
             ErrorKind::UpstreamConnect => "upstream-connect",
             ErrorKind::UpstreamTls => "upstream-tls",
             ErrorKind::UpstreamProtocol => "upstream-protocol",
@@ -100,12 +115,28 @@ impl ProxyError {
     }
 
     pub fn into_response(self) -> Response<ProxyBody> {
-        let mut res = scim_error_response(self.kind.status(), None, &self.detail);
-        if self.kind == ErrorKind::Unauthorized {
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"scim-proxy\""),
-            );
+        let scim_type = match self.kind {
+            ErrorKind::PayloadTooLarge => Some("tooLarge"),
+            _ => None,
+        };
+        let mut res = scim_error_response(self.kind.status(), scim_type, &self.detail);
+        match self.kind {
+            ErrorKind::Unauthorized => {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"scim-proxy\""),
+                );
+            }
+            ErrorKind::TooManyRequests => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of an oversized body is not read: the connection cannot be reused.
+            ErrorKind::PayloadTooLarge => {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         res
     }

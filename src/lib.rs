@@ -12,6 +12,8 @@ pub mod error;
 pub mod headers;
 pub mod listener;
 pub mod proxy;
+pub mod proxy_protocol;
+pub mod reload;
 pub mod rewrite;
 pub mod route;
 pub mod runtime;
@@ -87,6 +89,9 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
         None => None,
     };
     tasks.spawn(listener::serve(listener, shared.clone(), shutdown.clone()));
+    if shared.config_path.is_some() {
+        tasks.spawn(reload::watch(shared.clone(), shutdown.clone()));
+    }
     Ok(Running {
         proxy_addr,
         admin_addr,

@@ -1,25 +1,83 @@
-//! The proxy listener: accept, allow_cidrs, TLS handshake with a deadline, HTTP/1.1 and HTTP/2 serving,
-//! graceful drain on shutdown.
+//! The proxy listener: accept, connection cap, PROXY protocol, allow_cidrs, TLS handshake with a
+//! deadline, HTTP/1.1 and HTTP/2 serving, idle close, and graceful drain on shutdown.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::config::Limits;
 use crate::proxy::{ConnInfo, ProxyService};
 use crate::runtime::Shared;
 
-/// Accepts until `shutdown`, then waits up to `shutdown_grace` for in-flight requests to finish.
+/// Per-connection liveness: requests in flight and when bytes last moved.
+#[derive(Debug)]
+pub struct ConnState {
+    started: Instant,
+    last_activity_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl ConnState {
+    pub fn new() -> ConnState {
+        ConnState {
+            started: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.started.elapsed();
+        now.saturating_sub(Duration::from_millis(
+            self.last_activity_ms.load(Ordering::Relaxed),
+        ))
+    }
+
+    /// Marks a request in flight until the guard drops.
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        ConnState::new()
+    }
+}
+
+pub struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+    }
+}
+
+/// Accepts until `shutdown`, then gives in-flight requests `shutdown_grace` before closing them.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let graceful = GracefulShutdown::new();
+    let tracker = TaskTracker::new();
+    let force_close = CancellationToken::new();
+    let open = Arc::new(AtomicUsize::new(0));
+    let refusals = RateLimitedWarn::new(Duration::from_secs(10));
     shared.accepting.store(true, Ordering::Release);
     loop {
         let accepted = tokio::select! {
@@ -37,42 +95,93 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
             }
         };
         let snapshot = shared.state.load();
-        let allow = &snapshot.config.listen.allow_cidrs;
-        if !allow.is_empty() && !allow.iter().any(|net| net.contains(&peer.ip())) {
-            tracing::info!(peer = %peer, "connection refused by listen.allow_cidrs");
+        let max = snapshot.config.limits.max_connections;
+        if open.load(Ordering::Acquire) >= max {
+            refusals.warn(|| {
+                tracing::warn!(
+                    max,
+                    "limits.max_connections reached: refusing new connections"
+                )
+            });
             continue;
         }
-        tokio::spawn(handle_connection(
+        let listen = &snapshot.config.listen;
+        let expects_proxy_header = listen.proxy_protocol && listen.is_trusted_proxy(peer.ip());
+        if !expects_proxy_header && !listen.is_allowed(peer.ip()) {
+            tracing::debug!(peer = %peer, "connection refused by listen.allow_cidrs");
+            continue;
+        }
+        let guard = OpenGuard::new(open.clone());
+        tracker.spawn(handle_connection(
             stream,
             peer,
+            expects_proxy_header,
             shared.clone(),
-            graceful.watcher(),
+            shutdown.clone(),
+            force_close.clone(),
+            guard,
         ));
     }
     shared.accepting.store(false, Ordering::Release);
     drop(listener);
+    tracker.close();
     let grace = shared.state.load().config.limits.shutdown_grace;
-    let open = graceful.count();
-    if open > 0 {
-        tracing::info!(connections = open, grace = %humantime::format_duration(grace), "draining connections");
+    if !tracker.is_empty() {
+        tracing::info!(connections = tracker.len(), grace = %humantime::format_duration(grace), "draining connections");
     }
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown_grace elapsed with requests still in flight; closing them");
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            connections = tracker.len(),
+            "shutdown_grace elapsed with requests still in flight; closing them"
+        );
+        force_close.cancel();
+        tracker.wait().await;
     }
 }
 
 async fn handle_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    tcp_peer: SocketAddr,
+    expects_proxy_header: bool,
     shared: Arc<Shared>,
-    watcher: Watcher,
+    shutdown: CancellationToken,
+    force_close: CancellationToken,
+    _open: OpenGuard,
 ) {
     let _ = stream.set_nodelay(true);
     let snapshot = shared.state.load_full();
     let limits = &snapshot.config.limits;
+    let mut peer = tcp_peer;
+    if expects_proxy_header {
+        let header = tokio::time::timeout(
+            limits.tls_handshake_timeout,
+            crate::proxy_protocol::read_header(&mut stream),
+        )
+        .await;
+        match header {
+            Ok(Ok(Some(client))) => peer = client,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::info!(peer = %tcp_peer, error = %e, "PROXY protocol header refused");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(peer = %tcp_peer, "no PROXY protocol header in time");
+                return;
+            }
+        }
+        if !snapshot.config.listen.is_allowed(peer.ip()) {
+            tracing::debug!(peer = %peer, via = %tcp_peer, "connection refused by listen.allow_cidrs");
+            return;
+        }
+    }
+    let state = Arc::new(ConnState::new());
+    let conn = |tls| ConnInfo {
+        peer,
+        tcp_peer,
+        tls,
+        state: state.clone(),
+    };
     match &snapshot.tls {
         Some(acceptor) => {
             let handshake =
@@ -88,19 +197,26 @@ async fn handle_connection(
                     return;
                 }
             };
-            let conn = ConnInfo { peer, tls: true };
-            serve_http(tls, conn, shared.clone(), &snapshot.config.limits, watcher).await;
-        }
-        None => {
-            let conn = ConnInfo { peer, tls: false };
             serve_http(
-                stream,
-                conn,
+                tls,
+                conn(true),
                 shared.clone(),
-                &snapshot.config.limits,
-                watcher,
+                limits,
+                shutdown,
+                force_close,
             )
             .await;
+        }
+        None => {
+            serve_http(
+                stream,
+                conn(false),
+                shared.clone(),
+                limits,
+                shutdown,
+                force_close,
+            )
+            .await
         }
     }
 }
@@ -109,26 +225,167 @@ async fn serve_http<I>(
     io: I,
     conn: ConnInfo,
     shared: Arc<Shared>,
-    limits: &crate::config::Limits,
-    watcher: Watcher,
+    limits: &Limits,
+    shutdown: CancellationToken,
+    force_close: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
+    let state = conn.state.clone();
+    state.touch();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(128)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let service = TowerToHyperService::new(ProxyService::new(shared, conn));
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    let connection = builder.serve_connection(
+        TokioIo::new(Tracked {
+            inner: io,
+            state: state.clone(),
+        }),
+        service,
+    );
+    tokio::pin!(connection);
+    let idle_timeout = limits.idle_timeout;
+    let mut tick = tokio::time::interval(
+        (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = force_close.cancelled() => return,
+            _ = shutdown.cancelled(), if !draining => {
+                connection.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = tick.tick(), if !draining => {
+                if state.in_flight.load(Ordering::Acquire) == 0 && state.idle_for() >= idle_timeout {
+                    tracing::debug!(peer = %peer, "closing idle connection");
+                    connection.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            }
+        }
+    }
+}
+
+/// Counts open connections for `max_connections`.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: Arc<AtomicUsize>) -> OpenGuard {
+        open.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(open)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A warning an operator needs to see, but not thousands of times a second.
+struct RateLimitedWarn {
+    every: Duration,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+impl RateLimitedWarn {
+    fn new(every: Duration) -> RateLimitedWarn {
+        RateLimitedWarn {
+            every,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn warn(&self, log: impl FnOnce()) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.is_none_or(|t| t.elapsed() >= self.every) {
+            *last = Some(Instant::now());
+            log();
+        }
+    }
+}
+
+/// IO that records when bytes last moved, for the idle close.
+struct Tracked<I> {
+    inner: I,
+    state: Arc<ConnState>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.state.touch();
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

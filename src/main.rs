@@ -45,6 +45,15 @@ enum Command {
     },
     /// Read a bearer token on stdin and print the token_sha256 value for [[routes.clients]].
     HashToken,
+    /// Write a throwaway CA and a server certificate for local testing (never for production).
+    DevCerts {
+        /// Directory to write ca.pem, server.crt and server.key (0600) into.
+        #[arg(long, default_value = "certs/dev")]
+        dir: PathBuf,
+        /// DNS names for the server certificate (localhost and 127.0.0.1 are always included).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
     /// Start the proxy with throwaway certificates in front of an embedded Netskope-like SCIM upstream,
     /// drive a provisioning flow through it, then keep serving.
     Demo {
@@ -63,6 +72,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::HashToken => hash_token(),
         Command::Check { config } => check(&config),
+        Command::DevCerts { dir, names } => dev_certs(&dir, &names),
         Command::Serve { config } => with_runtime(serve(config)),
         Command::Demo { listen, once } => with_runtime(async move {
             match scim_proxy::demo::run(listen, once).await {
@@ -120,6 +130,63 @@ fn hash_token() -> ExitCode {
     }
     println!("{}", hex::encode(scim_proxy::auth::token_sha256(token)));
     ExitCode::SUCCESS
+}
+
+fn dev_certs(dir: &std::path::Path, names: &[String]) -> ExitCode {
+    let mut dns: Vec<&str> = vec!["localhost"];
+    dns.extend(names.iter().map(String::as_str));
+    let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
+    let written = scim_proxy::devcerts::DevPki::new("scim-proxy dev CA")
+        .map_err(|e| e.to_string())
+        .and_then(|pki| {
+            let leaf = pki.issue(&dns, &loopback).map_err(|e| e.to_string())?;
+            write_dev_certs(dir, pki.ca_pem(), &leaf)
+        });
+    match written {
+        Ok(()) => {
+            println!(
+                "wrote {0}/ca.pem, {0}/server.crt, {0}/server.key (for {1})",
+                dir.display(),
+                dns.join(", ")
+            );
+            println!(
+                "trust ca.pem in the test client only; production needs a publicly trusted certificate"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dev-certs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_dev_certs(
+    dir: &std::path::Path,
+    ca_pem: &str,
+    leaf: &scim_proxy::devcerts::IssuedCert,
+) -> Result<(), String> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let write = |name: &str, text: &str, private: bool| -> Result<(), String> {
+        let path = dir.join(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let _ = private;
+        let mut file = options
+            .open(&path)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| format!("writing {}: {e}", path.display()))
+    };
+    write("ca.pem", ca_pem, false)?;
+    write("server.crt", &leaf.cert_pem, false)?;
+    write("server.key", &leaf.key_pem, true)
 }
 
 /// Loads everything; prints every problem, or a summary of the routes.
@@ -240,14 +307,7 @@ async fn wait_for_signals(running: &scim_proxy::Running) -> std::io::Result<()> 
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
-            _ = hup.recv() => match running.reload() {
-                Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
-                Err(problems) => {
-                    for p in &problems.0 {
-                        tracing::error!("reload refused, still serving the previous configuration: {p}");
-                    }
-                }
-            },
+            _ = hup.recv() => scim_proxy::reload::reload_and_log(&running.shared, "SIGHUP"),
         }
     }
     running.shutdown();

@@ -1,41 +1,50 @@
 //! The request path as a tower `Service`: route, authenticate, swap the token, forward, rewrite, log.
 //!
 //! Phases, in order (each refusal is answered here and nothing is forwarded):
-//! request id -> one config snapshot -> route by host (404) -> path safety and prefix (400/414/404)
-//! -> bearer auth (401) -> upstream request (path, Host, v2 token, no inbound credentials, no hop-by-hop)
-//! -> pooled client within `upstream_timeout` (502/504) -> response headers (hop-by-hop, Location) -> client.
+//! request id -> one config snapshot -> client address (X-Forwarded-For from trusted proxies only,
+//! 403) -> route by host (404) -> path safety and prefix (400/414/404) -> bearer auth (401) -> body
+//! limit (413) -> per-IdP in-flight cap (429) -> upstream request (path, Host, v2 token, no inbound
+//! credentials, no hop-by-hop) -> pooled client within `upstream_timeout` (502/504) -> response
+//! headers (hop-by-hop, Location, token echo) -> client.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
-use http_body::Body;
-use http_body_util::BodyExt;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::auth::{self, AuthOutcome};
 use crate::body::{BoxError, ProxyBody};
-use crate::config::UpstreamAuth;
-use crate::error::{ErrorKind, ProxyError, classify_upstream_error};
+use crate::config::{Listen, UpstreamAuth};
+use crate::error::{ErrorKind, Origin, ProxyError, classify_upstream_error};
 use crate::headers;
+use crate::listener::ConnState;
 use crate::rewrite::{self, Base};
 use crate::route::{self, RouteError};
 use crate::runtime::{Shared, Snapshot};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static NETSKOPE_API_TOKEN: HeaderName = HeaderName::from_static("netskope-api-token");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
+    /// The client: the TCP peer, or the address a trusted PROXY header named.
     pub peer: SocketAddr,
+    /// The TCP peer itself (a load balancer, with the PROXY protocol).
+    pub tcp_peer: SocketAddr,
     pub tls: bool,
+    pub state: Arc<ConnState>,
 }
 
 #[derive(Clone)]
@@ -76,11 +85,13 @@ where
 /// What the access log line says about one request, filled in as the phases run.
 #[derive(Default)]
 struct Outcome {
+    client_ip: Option<IpAddr>,
     route: Option<String>,
     client: Option<String>,
     auth: Option<&'static str>,
     upstream_status: Option<u16>,
     error: Option<ErrorKind>,
+    retried: bool,
 }
 
 async fn handle<B>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<B>) -> Response<ProxyBody>
@@ -89,6 +100,7 @@ where
     B::Error: Into<BoxError>,
 {
     let started = Instant::now();
+    let in_flight = conn.state.request_started();
     let snapshot = shared.state.load_full();
     let request_id = request_id(req.headers());
     let method = req.method().clone();
@@ -96,11 +108,12 @@ where
     let path = req.uri().path().to_owned();
     let mut outcome = Outcome::default();
 
-    let mut res = match forward(&snapshot, &conn, req, &request_id, &mut outcome).await {
+    let forwarded = forward(&shared, &snapshot, &conn, req, &request_id, &mut outcome).await;
+    let mut res = match forwarded {
         Ok(res) => res,
         Err(e) => {
             outcome.error = Some(e.kind);
-            if e.kind.origin() != crate::error::Origin::Downstream {
+            if e.kind.origin() != Origin::Downstream {
                 tracing::warn!(request_id = %request_id, kind = e.kind.as_str(), detail = %e.detail, "upstream failure");
             }
             e.into_response()
@@ -112,7 +125,7 @@ where
     tracing::info!(
         target: "scim_proxy::access",
         request_id = %request_id,
-        peer = %conn.peer.ip(),
+        src_ip = %outcome.client_ip.unwrap_or(conn.peer.ip()),
         method = %method,
         path = %path,
         route = outcome.route.as_deref().unwrap_or("-"),
@@ -121,13 +134,16 @@ where
         status = res.status().as_u16(),
         upstream_status = outcome.upstream_status.unwrap_or(0),
         error = outcome.error.map(|k| k.as_str()).unwrap_or("-"),
+        retried = outcome.retried,
         duration_ms = started.elapsed().as_millis() as u64,
         "request"
     );
-    res
+    // The connection counts as busy until the response body has gone out.
+    res.map(|body| Guarded::new(body, in_flight).boxed_unsync())
 }
 
 async fn forward<B>(
+    shared: &Shared,
     snapshot: &Snapshot,
     conn: &ConnInfo,
     req: Request<B>,
@@ -139,26 +155,26 @@ where
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = req.into_parts();
+    let config = &snapshot.config;
+
+    let client_ip = client_ip(&config.listen, conn, &parts.headers);
+    outcome.client_ip = Some(client_ip);
+    if client_ip != conn.peer.ip() && !config.listen.is_allowed(client_ip) {
+        return Err(ProxyError::new(
+            ErrorKind::Forbidden,
+            "client address not allowed",
+        ));
+    }
 
     // The authority (absolute-form or HTTP/2) wins over Host; either only selects among configured routes.
     let client_authority: Option<String> = match parts.uri.authority() {
         Some(a) => Some(a.as_str().to_owned()),
         None => match parts.headers.get(header::HOST) {
-            Some(h) => {
-                let h = h
-                    .to_str()
-                    .ok()
-                    .filter(|h| {
-                        h.parse::<http::uri::Authority>()
-                            .is_ok_and(|a| a.as_str() == *h)
-                    })
-                    .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "invalid Host header"))?;
-                Some(h.to_owned())
-            }
+            Some(h) => Some(valid_authority(h)?.to_owned()),
             None => None,
         },
     };
-    let index = route::select_route(&snapshot.config.routes, client_authority.as_deref())
+    let index = route::select_route(&config.routes, client_authority.as_deref())
         .map_err(|_| ProxyError::new(ErrorKind::NotFound, "no route serves this host"))?;
     let (route, runtime) = snapshot
         .route(index)
@@ -209,12 +225,32 @@ where
     };
     outcome.client = route.clients.get(client_index).map(|c| c.name.clone());
 
+    let limits = &config.limits;
+    let declared_len = content_length(&parts.headers)?;
+    if declared_len.is_some_and(|n| n > limits.max_body) {
+        return Err(too_large(limits.max_body));
+    }
+
+    let client_slot = runtime
+        .client_in_flight
+        .get(client_index)
+        .and_then(|counter| ClientSlot::take(counter, limits.max_requests_per_client))
+        .ok_or_else(|| {
+            ProxyError::new(
+                ErrorKind::TooManyRequests,
+                format!(
+                    "this IdP already has {} requests in flight through the proxy",
+                    limits.max_requests_per_client
+                ),
+            )
+        })?;
+
     // The base the client addressed, for rewriting upstream URLs back.
     let client_base = client_authority.as_deref().map(|authority| {
         let scheme = if conn.tls {
             "https"
         } else {
-            forwarded_proto(&parts.headers)
+            forwarded_proto(&config.listen, conn, &parts.headers)
         };
         Base::new(scheme, authority, mapped.client_prefix)
     });
@@ -241,21 +277,49 @@ where
     }
     parts.uri = upstream_uri;
     parts.version = Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
 
-    let timeout = snapshot.config.limits.upstream_timeout;
-    let res = match tokio::time::timeout(timeout, snapshot.client.request(upstream_req)).await {
-        Ok(Ok(res)) => res,
-        Ok(Err(e)) => return Err(classify_upstream_error(&e)),
-        Err(_) => {
-            return Err(ProxyError::new(
-                ErrorKind::UpstreamTimeout,
-                format!(
-                    "the upstream did not answer within {}",
-                    humantime::format_duration(timeout)
-                ),
-            ));
-        }
+    // A bodiless idempotent request can be sent again if the connection breaks before an answer.
+    let replay = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+    let body_limit = usize::try_from(limits.max_body).unwrap_or(usize::MAX);
+    let upstream_req = Request::from_parts(parts, Limited::new(body, body_limit).boxed_unsync());
+
+    let deadline = tokio::time::Instant::now() + limits.upstream_timeout;
+    let timeout_error = || {
+        ProxyError::new(
+            ErrorKind::UpstreamTimeout,
+            format!(
+                "the upstream did not answer within {}",
+                humantime::format_duration(limits.upstream_timeout)
+            ),
+        )
+    };
+    let mut result = tokio::time::timeout_at(deadline, snapshot.client.request(upstream_req))
+        .await
+        .map_err(|_| timeout_error())?;
+    if let (Err(e), Some((method, uri, headers))) = (&result, replay)
+        && is_reset_before_answer(e)
+        && shared.retry_budget.try_take()
+    {
+        tracing::info!(request_id = %request_id, error = %e, "connection to the upstream broke before an answer; retrying the idempotent request once");
+        outcome.retried = true;
+        let mut again = Request::new(crate::body::empty());
+        *again.method_mut() = method;
+        *again.uri_mut() = uri;
+        *again.headers_mut() = headers;
+        result = tokio::time::timeout_at(deadline, snapshot.client.request(again))
+            .await
+            .map_err(|_| timeout_error())?;
+    }
+    let res = match result {
+        Ok(res) => res,
+        Err(e) if has_source::<LengthLimitError>(&e) => return Err(too_large(limits.max_body)),
+        Err(e) => return Err(classify_upstream_error(&e)),
     };
     outcome.upstream_status = Some(res.status().as_u16());
 
@@ -266,21 +330,132 @@ where
         rewrite_location_headers(&mut parts.headers, &runtime.base, client_base);
     }
     redact_token_echo(&mut parts.headers, runtime.token.expose_for_redaction());
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(Into::into).boxed_unsync(),
-    ))
+    let body = Guarded::new(body.map_err(Into::into).boxed_unsync(), client_slot);
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
-/// `X-Forwarded-Proto` from the TLS-terminating load balancer in front of a plain listener.
-fn forwarded_proto(headers: &http::HeaderMap) -> &'static str {
+fn too_large(max: u64) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::PayloadTooLarge,
+        format!("the request body is larger than the proxy's limit of {max} bytes"),
+    )
+}
+
+fn valid_authority(h: &HeaderValue) -> Result<&str, ProxyError> {
+    h.to_str()
+        .ok()
+        .filter(|h| {
+            h.parse::<http::uri::Authority>()
+                .is_ok_and(|a| a.as_str() == *h)
+        })
+        .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "invalid Host header"))
+}
+
+/// One Content-Length, or none; several different ones are a smuggling attempt.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    let mut found: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        let n = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "invalid Content-Length"))?;
+        if found.is_some_and(|f| f != n) {
+            return Err(ProxyError::new(
+                ErrorKind::BadRequest,
+                "conflicting Content-Length headers",
+            ));
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+    )
+}
+
+/// The pooled connection broke (reset, closed) after the request may have left but before any answer.
+fn is_reset_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn has_source<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<E>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The client's address: the connection's, or, from a trusted proxy, the nearest untrusted hop
+/// of X-Forwarded-For (the rightmost one a trusted proxy did not add itself).
+fn client_ip(listen: &Listen, conn: &ConnInfo, headers: &HeaderMap) -> IpAddr {
+    let peer = conn.peer.ip();
+    if !listen.is_trusted_proxy(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if listen.is_trusted_proxy(ip) => continue,
+            Ok(ip) => return ip,
+            // An unparsable hop ends what can be believed.
+            Err(_) => break,
+        }
+    }
+    peer
+}
+
+/// `X-Forwarded-Proto` from a TLS-terminating load balancer in front of a plain listener.
+/// Only shapes the URLs handed back to the same client, so it is read from any plain-HTTP peer
+/// unless trusted proxies are configured, then only from them.
+fn forwarded_proto(listen: &Listen, conn: &ConnInfo, headers: &HeaderMap) -> &'static str {
+    if !listen.trusted_proxies.is_empty() && !listen.is_trusted_proxy(conn.tcp_peer.ip()) {
+        return "http";
+    }
     match headers.get("x-forwarded-proto").map(|v| v.as_bytes()) {
         Some(v) if v.eq_ignore_ascii_case(b"https") => "https",
         _ => "http",
     }
 }
 
-fn rewrite_location_headers(headers: &mut http::HeaderMap, upstream: &Base, client: &Base) {
+fn rewrite_location_headers(headers: &mut HeaderMap, upstream: &Base, client: &Base) {
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         if let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok())
             && let Some(new) = rewrite::rewrite_location(v, upstream, client)
@@ -292,7 +467,7 @@ fn rewrite_location_headers(headers: &mut http::HeaderMap, upstream: &Base, clie
 }
 
 /// An upstream that echoes the v2 token in a header must not hand it to the IdP.
-fn redact_token_echo(headers: &mut http::HeaderMap, token: &str) {
+fn redact_token_echo(headers: &mut HeaderMap, token: &str) {
     let token = token.as_bytes();
     let leaks: Vec<HeaderName> = headers
         .iter()
@@ -306,11 +481,66 @@ fn redact_token_echo(headers: &mut http::HeaderMap, token: &str) {
 }
 
 /// Keeps a sane inbound `X-Request-Id` (so IdP and proxy logs correlate), else makes one.
-fn request_id(headers: &http::HeaderMap) -> String {
+fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// One of an IdP's `max_requests_per_client` slots, freed when the response body is done.
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl ClientSlot {
+    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<ClientSlot> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ClientSlot(counter.clone()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A body that holds guards (in-flight marks) until it is finished or dropped.
+struct Guarded<G> {
+    inner: ProxyBody,
+    _guard: G,
+}
+
+impl<G> Guarded<G> {
+    fn new(inner: ProxyBody, guard: G) -> Guarded<G> {
+        Guarded {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin> Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -40,6 +40,16 @@ impl Base {
         &self.path
     }
 
+    /// `https://host[:port]` as written (a default port is dropped).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The origin with the default port spelt out, also matched when present.
+    pub fn origin_default_port(&self) -> Option<&str> {
+        self.origin_default_port.as_deref()
+    }
+
     /// The full base URL, e.g. `https://addon-acme.goskope.com/SCIM/v2`.
     pub fn url(&self) -> String {
         format!("{}{}", self.origin, self.path)

@@ -35,13 +35,12 @@ pub struct Mapped<'a> {
 /// Picks the route for a request's host (authority or Host header, port ignored).
 /// A route listing the host wins; otherwise the one route without `hosts`, if any.
 pub fn select_route(routes: &[Route], host: Option<&str>) -> Result<usize, RouteError> {
-    if let Some(host) = host.and_then(host_without_port) {
-        if let Some(i) = routes
+    if let Some(host) = host.and_then(host_without_port)
+        && let Some(i) = routes
             .iter()
             .position(|r| r.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
-        {
-            return Ok(i);
-        }
+    {
+        return Ok(i);
     }
     routes
         .iter()

@@ -4,8 +4,10 @@
 use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::SystemTime;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rustls_pki_types::CertificateDer;
@@ -23,6 +25,8 @@ pub struct Snapshot {
     /// Parallel to `config.routes`.
     pub routes: Vec<RouteRuntime>,
     pub tls: Option<TlsAcceptor>,
+    /// The serving certificate's subject and validity (None for plain HTTP).
+    pub cert_info: Option<tls::CertInfo>,
     pub client: UpstreamClient,
     upstream_roots: Vec<CertificateDer<'static>>,
     pub loaded_at: SystemTime,
@@ -31,6 +35,8 @@ pub struct Snapshot {
 pub struct RouteRuntime {
     pub base: Base,
     pub token: V2Token,
+    /// Requests in flight per client (parallel to the route's `clients`); kept across reloads by name.
+    pub client_in_flight: Vec<Arc<AtomicUsize>>,
 }
 
 impl Snapshot {
@@ -46,6 +52,41 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     /// The proxy listener accepts and no shutdown has begun.
     pub accepting: AtomicBool,
+    pub retry_budget: RetryBudget,
+}
+
+/// Retries of idempotent requests after a connection reset, bounded so that a failing upstream
+/// is not hit twice as hard: at most `max` per `window`, process-wide.
+pub struct RetryBudget {
+    window: Duration,
+    max: u32,
+    state: Mutex<(Instant, u32)>,
+}
+
+impl RetryBudget {
+    pub fn new(window: Duration, max: u32) -> RetryBudget {
+        RetryBudget {
+            window,
+            max,
+            state: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Takes one retry from the budget, if any is left.
+    pub fn try_take(&self) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        if state.0.elapsed() >= self.window {
+            *state = (Instant::now(), 0);
+        }
+        if state.1 < self.max {
+            state.1 += 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Shared {
@@ -54,6 +95,7 @@ impl Shared {
             state: ArcSwap::from_pointee(snapshot),
             config_path,
             accepting: AtomicBool::new(false),
+            retry_budget: RetryBudget::new(Duration::from_secs(10), 10),
         })
     }
 
@@ -108,14 +150,51 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         })
     };
 
+    let mut cert_info = None;
     let tls = match &config.listen.tls {
-        Some(files) => match tls::server_config(&files.cert, &files.key) {
-            Ok(c) => Some(TlsAcceptor::from(c)),
-            Err(e) => {
-                problem("listen.cert".into(), e);
-                None
+        Some(files) => {
+            let certs = tls::read_certs(&files.cert)
+                .map_err(|e| problem("listen.cert".into(), e))
+                .ok();
+            let key = tls::read_key(&files.key)
+                .map_err(|e| problem("listen.key".into(), e))
+                .ok();
+            match (certs, key) {
+                (Some(certs), Some(key)) => {
+                    match certs.first().map(tls::cert_info) {
+                        Some(Ok(info)) if info.is_expired(SystemTime::now()) => problem(
+                            "listen.cert".into(),
+                            format!(
+                                "{}: the certificate expired on {} (IdPs will refuse it)",
+                                files.cert.display(),
+                                humantime::format_rfc3339_seconds(info.not_after)
+                            ),
+                        ),
+                        Some(Ok(info)) => cert_info = Some(info),
+                        Some(Err(e)) => problem(
+                            "listen.cert".into(),
+                            format!("{}: {e}", files.cert.display()),
+                        ),
+                        None => {}
+                    }
+                    match tls::server_config_from(certs, key) {
+                        Ok(c) => Some(TlsAcceptor::from(c)),
+                        Err(e) => {
+                            problem(
+                                "listen.key".into(),
+                                format!(
+                                    "{} with {}: {e}",
+                                    files.cert.display(),
+                                    files.key.display()
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => None,
             }
-        },
+        }
         None => None,
     };
 
@@ -143,6 +222,11 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
             Ok(token) => routes.push(RouteRuntime {
                 base: Base::new("https", &route.upstream.authority, &route.upstream.path),
                 token,
+                client_in_flight: route
+                    .clients
+                    .iter()
+                    .map(|c| previous_counter(previous, &route.name, &c.name))
+                    .collect(),
             }),
             Err(e) => problem(
                 key,
@@ -190,10 +274,25 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         config: Arc::new(config),
         routes,
         tls,
+        cert_info,
         client,
         upstream_roots,
         loaded_at: SystemTime::now(),
     })
+}
+
+/// The in-flight counter of the same route and client in the previous snapshot, or a new one.
+fn previous_counter(previous: Option<&Snapshot>, route: &str, client: &str) -> Arc<AtomicUsize> {
+    previous
+        .and_then(|p| {
+            let i = p.config.routes.iter().position(|r| r.name == route)?;
+            let j = p.config.routes[i]
+                .clients
+                .iter()
+                .position(|c| c.name == client)?;
+            p.routes.get(i)?.client_in_flight.get(j).cloned()
+        })
+        .unwrap_or_default()
 }
 
 /// Reads a v2 token from its file or variable. Errors never contain the token.

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -37,14 +38,42 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     })
 }
 
-/// Inbound TLS 1.2 (ECDHE with AES-GCM, which Entra requires) and 1.3, ALPN h2 + http/1.1.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs = read_certs(cert)?;
-    let key_der = read_key(key)?;
-    server_config_from(certs, key_der)
-        .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))
+/// What operators need to know about a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
 }
 
+impl CertInfo {
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        now > self.not_after
+    }
+}
+
+/// Subject, issuer and validity of a DER certificate.
+pub fn cert_info(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("not a parsable X.509 certificate ({e})"))?;
+    let to_system = |t: x509_parser::time::ASN1Time| {
+        let secs = t.timestamp();
+        if secs >= 0 {
+            UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+        } else {
+            UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+        }
+    };
+    Ok(CertInfo {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        not_before: to_system(cert.validity().not_before),
+        not_after: to_system(cert.validity().not_after),
+    })
+}
+
+/// Inbound TLS 1.2 (ECDHE with AES-GCM, which Entra requires) and 1.3, ALPN h2 + http/1.1.
 pub fn server_config_from(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

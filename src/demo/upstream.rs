@@ -1483,11 +1483,11 @@ fn apply_op(
                 match (key.and_then(|k| scope.get_mut(&k)), value) {
                     (Some(Value::Array(items)), Some(v)) => {
                         // Entra's default: remove listed members by value.
-                        let drop: Vec<Value> = match v {
-                            Value::Array(a) => a,
-                            one => vec![one],
+                        let drop: HashSet<String> = match v {
+                            Value::Array(a) => a.iter().map(element_key).collect(),
+                            one => HashSet::from([element_key(&one)]),
                         };
-                        items.retain(|item| !drop.iter().any(|d| same_element(item, d)));
+                        items.retain(|item| !drop.contains(&element_key(item)));
                     }
                     _ => {
                         remove_ci(scope, &path.attr);
@@ -1503,8 +1503,9 @@ fn apply_op(
                             Value::Array(a) => a,
                             one => vec![one],
                         };
+                        let mut seen: HashSet<String> = items.iter().map(element_key).collect();
                         for n in new {
-                            if !items.iter().any(|i| same_element(i, &n)) {
+                            if seen.insert(element_key(&n)) {
                                 items.push(n);
                             }
                         }
@@ -1602,14 +1603,11 @@ fn apply_op(
     Ok(())
 }
 
-/// Multi-valued elements are the same if their `value`s are, else if equal.
-fn same_element(a: &Value, b: &Value) -> bool {
-    match (
-        a.get("value"),
-        b.as_object().and_then(|o| get_ci(o, "value")),
-    ) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
+/// Identity of a multi-valued element: its `value` if it has one, else the whole element.
+fn element_key(v: &Value) -> String {
+    match v.as_object().and_then(|o| get_ci(o, "value")) {
+        Some(value) => format!("v:{value}"),
+        None => format!("j:{v}"),
     }
 }
 
@@ -1756,4 +1754,892 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
         u32::try_from(m).unwrap_or(1),
         u32::try_from(d).unwrap_or(1),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devcerts::{DevPki, client_config, server_config};
+    use hyper_rustls::HttpsConnector;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const TOKEN: &str = "v2-token-1";
+    const STEP: Duration = Duration::from_secs(10);
+
+    struct Harness {
+        up: Upstream,
+        client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        origin: String,
+    }
+
+    struct Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        version: http::Version,
+    }
+
+    impl Answer {
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).unwrap()
+        }
+        fn header(&self, name: &str) -> &str {
+            self.headers.get(name).unwrap().to_str().unwrap()
+        }
+    }
+
+    async fn harness(h2: bool, local_ip: Option<IpAddr>) -> Harness {
+        let pki = DevPki::new("upstream test CA").unwrap();
+        let leaf = pki
+            .issue(&["localhost"], &[IpAddr::V4(Ipv4Addr::LOCALHOST)])
+            .unwrap();
+        let up = Upstream::start(UpstreamOptions {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(server_config(&leaf).unwrap()),
+            base_path: "/api/v2/scim/".into(),
+            tokens: vec![TOKEN.into()],
+        })
+        .await
+        .unwrap();
+        // hyper-rustls sets ALPN itself and panics if the config already has some.
+        let tls = client_config(pki.ca_pem(), &[]).unwrap();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_local_address(local_ip);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_only()
+            .enable_http1();
+        let https = if h2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.wrap_connector(http)
+        };
+        let client = Client::builder(TokioExecutor::new()).build(https);
+        let origin = format!("https://127.0.0.1:{}", up.addr().port());
+        Harness { up, client, origin }
+    }
+
+    impl Harness {
+        async fn call(
+            &self,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: Option<&str>,
+        ) -> Answer {
+            let body = Bytes::from(body.unwrap_or_default().to_string());
+            self.call_raw(method, path, headers, body).await
+        }
+
+        async fn call_raw(
+            &self,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: Bytes,
+        ) -> Answer {
+            let mut req = Request::builder()
+                .method(method)
+                .uri(format!("{}{path}", self.origin));
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let fut = self.client.request(req.body(Full::new(body)).unwrap());
+            let resp = tokio::time::timeout(STEP, fut).await.unwrap().unwrap();
+            let (parts, body) = resp.into_parts();
+            let body = tokio::time::timeout(STEP, body.collect())
+                .await
+                .unwrap()
+                .unwrap()
+                .to_bytes();
+            Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+                version: parts.version,
+            }
+        }
+
+        /// Authenticated SCIM call under the base path.
+        async fn scim(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
+            self.scim_with(method, path, &[], body).await
+        }
+
+        async fn scim_with(
+            &self,
+            method: &str,
+            path: &str,
+            extra: &[(&str, &str)],
+            body: Option<&str>,
+        ) -> Answer {
+            let auth = format!("Bearer {TOKEN}");
+            let mut headers = vec![
+                ("authorization", auth.as_str()),
+                ("content-type", "application/scim+json; charset=utf-8"),
+            ];
+            headers.extend_from_slice(extra);
+            self.call(method, &format!("/api/v2/scim{path}"), &headers, body)
+                .await
+        }
+
+        async fn create_user(&self, user_name: &str) -> Value {
+            let body = json!({
+                "schemas": [USER_URN, ENTERPRISE_URN],
+                "userName": user_name,
+                "externalId": format!("ext-{user_name}"),
+                "name": {"givenName": "Given", "familyName": "Family"},
+                "emails": [{"value": user_name, "type": "work", "primary": true}],
+                ENTERPRISE_URN: {"department": "Eng"},
+            });
+            let a = self.scim("POST", "/Users", Some(&body.to_string())).await;
+            assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+            a.json()
+        }
+
+        async fn shutdown(self) {
+            tokio::time::timeout(STEP, self.up.shutdown())
+                .await
+                .unwrap();
+        }
+    }
+
+    fn assert_error(a: &Answer, status: u16, scim_type: Option<&str>) {
+        assert_eq!(a.status.as_u16(), status, "{:?}", a.body);
+        assert_eq!(a.header("content-type"), "application/json");
+        let v = a.json();
+        assert_eq!(v["schemas"], json!([ERROR_URN]));
+        assert_eq!(v["status"], json!(status.to_string()));
+        assert!(v["detail"].is_string());
+        assert_eq!(v["scimType"].as_str(), scim_type, "{v}");
+    }
+
+    fn id(v: &Value) -> String {
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn auth_is_required_and_rejections_are_recorded() {
+        let h = harness(true, None).await;
+        let body = json!({"userName": "mallory@example.com"}).to_string();
+        let a = h.call("POST", "/api/v2/scim/Users", &[], Some(&body)).await;
+        assert_error(&a, 401, None);
+        let a = h
+            .call(
+                "GET",
+                "/api/v2/scim/Users",
+                &[("authorization", "Bearer wrong")],
+                None,
+            )
+            .await;
+        assert_error(&a, 401, None);
+        let recorded = h.up.requests();
+        assert_eq!(recorded.len(), 2);
+        assert!(!recorded[0].authenticated && !recorded[1].authenticated);
+        assert_eq!(recorded[0].method, Method::POST);
+        assert_eq!(recorded[0].body, Bytes::from(body));
+        // The rejected POST created nothing.
+        let list = h.scim("GET", "/Users", None).await.json();
+        assert_eq!(list["totalResults"], json!(0));
+
+        for headers in [
+            [("authorization", "bearer v2-token-1")],
+            [("netskope-api-token", "v2-token-1")],
+        ] {
+            let a = h.call("GET", "/api/v2/scim/Users", &headers, None).await;
+            assert_eq!(a.status, StatusCode::OK);
+        }
+        assert!(h.up.requests().last().unwrap().authenticated);
+
+        h.up.set_tokens(vec!["v2-token-2".into()]);
+        assert_error(&h.scim("GET", "/Users", None).await, 401, None);
+        let a = h
+            .call(
+                "GET",
+                "/api/v2/scim/Users",
+                &[("netskope-api-token", "v2-token-2")],
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+        h.up.clear_requests();
+        assert!(h.up.requests().is_empty());
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn create_returns_location_etag_and_detects_duplicates() {
+        let h = harness(true, None).await;
+        let body = json!({
+            "schemas": [USER_URN, ENTERPRISE_URN],
+            "userName": "Alice@Example.com",
+            "externalId": "a-1",
+            "roles": [],
+            ENTERPRISE_URN: {"employeeNumber": "42"},
+        })
+        .to_string();
+        let a = h.scim("POST", "/Users", Some(&body)).await;
+        assert_eq!(a.status, StatusCode::CREATED);
+        assert_eq!(a.header("content-type"), SCIM_JSON);
+        assert_eq!(a.header("content-length"), a.body.len().to_string());
+        let v = a.json();
+        let uid = id(&v);
+        assert!(uuid::Uuid::parse_str(&uid).is_ok());
+        let location = format!("{}/api/v2/scim/Users/{uid}", h.origin);
+        assert_eq!(a.header("location"), location);
+        assert_eq!(v["meta"]["location"], json!(location));
+        assert_eq!(v["meta"]["resourceType"], json!("User"));
+        assert_eq!(a.header("etag"), v["meta"]["version"].as_str().unwrap());
+        assert!(v["meta"]["created"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(v["active"], json!(true));
+        assert_eq!(v["roles"], json!([]));
+        assert_eq!(v[ENTERPRISE_URN]["employeeNumber"], json!("42"));
+        assert_eq!(v["schemas"], json!([USER_URN, ENTERPRISE_URN]));
+
+        let dup = json!({"userName": "alice@example.COM"}).to_string();
+        assert_error(
+            &h.scim("POST", "/Users", Some(&dup)).await,
+            409,
+            Some("uniqueness"),
+        );
+        let a = h.scim("GET", &format!("/Users/{uid}"), None).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.json()["userName"], json!("Alice@Example.com"));
+
+        let g = json!({"schemas": [GROUP_URN], "displayName": "Eng", "members": []}).to_string();
+        let a = h.scim("POST", "/Groups", Some(&g)).await;
+        assert_eq!(a.status, StatusCode::CREATED);
+        assert!(
+            a.header("location")
+                .starts_with(&format!("{}/api/v2/scim/Groups/", h.origin))
+        );
+        assert_error(
+            &h.scim("POST", "/Groups", Some(&g)).await,
+            409,
+            Some("uniqueness"),
+        );
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn filters_decode_plus_and_percent_twenty() {
+        let h = harness(true, None).await;
+        let alice = h.create_user("alice@example.com").await;
+        h.create_user("bob@example.com").await;
+        let cases = [
+            // Entra: `+` for spaces, plus its flag parameter.
+            "/Users?filter=userName+eq+%22ALICE%40example.com%22&aadOptscim062020",
+            // Okta: `%20`.
+            "/Users?filter=userName%20eq%20%22alice@example.com%22&startIndex=1&count=100",
+            "/Users?filter=externalId+eq+%22ext-alice%40example.com%22",
+            "/Users?filter=emails%5Btype+eq+%22work%22%5D.value+eq+%22alice%40example.com%22",
+            "/Users?filter=emails.value%20eq%20%22alice@example.com%22",
+            "/Users?FILTER=USERNAME+EQ+%22alice%40example.com%22+AND+active+eq+true",
+        ];
+        for path in cases {
+            let a = h.scim("GET", path, None).await;
+            assert_eq!(a.status, StatusCode::OK, "{path}");
+            let v = a.json();
+            assert_eq!(v["schemas"], json!([LIST_URN]));
+            assert_eq!(v["totalResults"], json!(1), "{path}: {v}");
+            assert_eq!(v["itemsPerPage"], json!(1));
+            assert_eq!(v["startIndex"], json!(1));
+            assert_eq!(v["Resources"][0]["id"], alice["id"], "{path}");
+        }
+        let by_id = format!("/Users?filter=id+eq+%22{}%22", id(&alice));
+        assert_eq!(
+            h.scim("GET", &by_id, None).await.json()["totalResults"],
+            json!(1)
+        );
+        let none = "/Users?filter=userName+eq+%22nobody%22";
+        let v = h.scim("GET", none, None).await.json();
+        assert_eq!(v["totalResults"], json!(0));
+        assert_eq!(v["Resources"], json!([]));
+        for bad in [
+            "/Users?filter=userName+co+%22ali%22",
+            "/Users?filter=userName+eq+%22a%22+or+userName+eq+%22b%22",
+            "/Users?filter=userName+pr",
+            "/Users?filter=%28userName+eq+%22a%22%29",
+            "/Users?filter=userName+eq+%22unterminated",
+            "/Users?filter=emails%5Btype+eq+%22work%22.value+eq+%22x%22",
+        ] {
+            assert_error(&h.scim("GET", bad, None).await, 400, Some("invalidFilter"));
+        }
+        // Groups by displayName, case-insensitively.
+        let g = json!({"displayName": "Sales Team"}).to_string();
+        h.scim("POST", "/Groups", Some(&g)).await;
+        let q = "/Groups?excludedAttributes=members&filter=displayName+eq+%22sales+team%22";
+        assert_eq!(
+            h.scim("GET", q, None).await.json()["totalResults"],
+            json!(1)
+        );
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn pagination_is_one_based_and_capped() {
+        let h = harness(false, None).await;
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(id(&h.create_user(&format!("u{i}@example.com")).await));
+        }
+        let v = h
+            .scim("GET", "/Users?startIndex=2&count=2", None)
+            .await
+            .json();
+        assert_eq!(v["totalResults"], json!(5));
+        assert_eq!(v["startIndex"], json!(2));
+        assert_eq!(v["itemsPerPage"], json!(2));
+        let got: Vec<String> = v["Resources"].as_array().unwrap().iter().map(id).collect();
+        assert_eq!(got, ids[1..3]);
+        let v = h.scim("GET", "/Users?startIndex=0", None).await.json();
+        assert_eq!(
+            (v["startIndex"].clone(), v["itemsPerPage"].clone()),
+            (json!(1), json!(5))
+        );
+        let v = h.scim("GET", "/Users?count=-3", None).await.json();
+        assert_eq!(
+            (v["totalResults"].clone(), v["itemsPerPage"].clone()),
+            (json!(5), json!(0))
+        );
+        let v = h
+            .scim(
+                "GET",
+                "/Users?count=99999999999999999999999&startIndex=99999999999999999999",
+                None,
+            )
+            .await
+            .json();
+        assert_eq!(v["itemsPerPage"], json!(0));
+        assert_eq!(v["startIndex"], json!(i64::MAX));
+        let v = h
+            .scim("GET", "/Users?startIndex=5&count=10", None)
+            .await
+            .json();
+        assert_eq!(v["Resources"][0]["id"], json!(ids[4]));
+        assert_error(
+            &h.scim("GET", "/Users?count=ten", None).await,
+            400,
+            Some("invalidValue"),
+        );
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn patch_deactivate_and_update_users() {
+        let h = harness(true, None).await;
+        let uid = id(&h.create_user("carol@example.com").await);
+        let user = format!("/Users/{uid}");
+        // Entra's default shape: capitalised op, string boolean.
+        let deactivate = json!({
+            "schemas": [PATCH_URN],
+            "Operations": [{"op": "Replace", "path": "active", "value": "False"}],
+        })
+        .to_string();
+        let a = h.scim("PATCH", &user, Some(&deactivate)).await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT);
+        assert!(a.body.is_empty());
+        assert_eq!(a.header("etag"), "W/\"2\"");
+        let v = h.scim("GET", &user, None).await.json();
+        assert_eq!(v["active"], json!(false));
+        assert_eq!(v["meta"]["version"], json!("W/\"2\""));
+
+        // Okta: path-less replace; Entra with aadOptscim062020: dotted keys.
+        let ops = json!({
+            "schemas": [PATCH_URN],
+            "Operations": [
+                {"op": "replace", "value": {"active": true, "name.givenName": "Caroline",
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "Ops"}},
+                {"op": "Add", "path": "title", "value": "Boss"},
+                {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "c@example.com"},
+                {"op": "add", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555"},
+                {"op": "replace", "path": "name.familyName", "value": "Smith"},
+                {"op": "Remove", "path": "externalId"},
+            ],
+        })
+        .to_string();
+        assert_eq!(
+            h.scim("PATCH", &user, Some(&ops)).await.status,
+            StatusCode::NO_CONTENT
+        );
+        let v = h.scim("GET", &user, None).await.json();
+        assert_eq!(v["active"], json!(true));
+        assert_eq!(
+            v["name"],
+            json!({"givenName": "Caroline", "familyName": "Smith"})
+        );
+        assert_eq!(v["title"], json!("Boss"));
+        assert_eq!(v["emails"][0]["value"], json!("c@example.com"));
+        assert_eq!(v["emails"][0]["primary"], json!(true));
+        assert_eq!(
+            v["phoneNumbers"],
+            json!([{"type": "mobile", "value": "+1 555"}])
+        );
+        assert_eq!(v[ENTERPRISE_URN], json!({"department": "Ops"}));
+        assert!(v.get("externalId").is_none());
+
+        // Malformed PATCHes change nothing.
+        let bad = [
+            (
+                r#"{"Operations":[{"op":"frobnicate","path":"active","value":true}]}"#,
+                "invalidSyntax",
+            ),
+            (
+                r#"{"Operations":[{"op":"replace","path":"emails[type eq","value":1}]}"#,
+                "invalidPath",
+            ),
+            (
+                r#"{"Operations":[{"op":"replace","path":"name.givenName.x","value":1}]}"#,
+                "invalidPath",
+            ),
+            (
+                r#"{"Operations":[{"op":"replace","path":"title.x","value":1}]}"#,
+                "invalidPath",
+            ),
+            (r#"{"Operations":{}}"#, "invalidSyntax"),
+            (
+                r#"{"schemas":["urn:nope"],"Operations":[]}"#,
+                "invalidSyntax",
+            ),
+            (
+                r#"{"Operations":[{"op":"replace","path":"active","value":"maybe"}]}"#,
+                "invalidValue",
+            ),
+            (
+                r#"{"Operations":[{"op":"replace","value":"notAnObject"}]}"#,
+                "invalidSyntax",
+            ),
+            (r#"{"Operations":[{"op":"remove"}]}"#, "noTarget"),
+            (
+                r#"{"Operations":[{"op":"remove","path":"userName"}]}"#,
+                "invalidValue",
+            ),
+            ("{not json", "invalidSyntax"),
+        ];
+        for (body, scim_type) in bad {
+            let a = h.scim("PATCH", &user, Some(body)).await;
+            assert_error(&a, 400, Some(scim_type));
+        }
+        // Invalid UTF-8 inside a JSON string.
+        let a = h
+            .call_raw(
+                "PATCH",
+                &format!("/api/v2/scim{user}"),
+                &[("authorization", "Bearer v2-token-1")],
+                Bytes::from_static(b"{\"Operations\":[{\"op\":\"add\",\"path\":\"title\",\"value\":\"\xff\xfe\"}]}"),
+            )
+            .await;
+        assert_error(&a, 400, Some("invalidSyntax"));
+        assert_eq!(h.scim("GET", &user, None).await.json(), v);
+
+        // PUT replaces (keeps id and created), never creates.
+        let put = json!({"userName": "carol@example.com", "active": "False"}).to_string();
+        let a = h.scim("PUT", &user, Some(&put)).await;
+        assert_eq!(a.status, StatusCode::OK);
+        let p = a.json();
+        assert_eq!(
+            (p["id"].clone(), p["active"].clone()),
+            (json!(uid), json!(false))
+        );
+        assert_eq!(p["meta"]["created"], v["meta"]["created"]);
+        assert!(p.get("title").is_none());
+        let missing = "/Users/00000000-0000-4000-8000-000000000000";
+        assert_error(&h.scim("PUT", missing, Some(&put)).await, 404, None);
+        assert_error(
+            &h.scim("PATCH", missing, Some(&deactivate)).await,
+            404,
+            None,
+        );
+        assert_error(&h.scim("GET", missing, None).await, 404, None);
+        assert_error(&h.scim("DELETE", missing, None).await, 404, None);
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn group_membership_add_and_remove() {
+        let h = harness(true, None).await;
+        let u: Vec<String> = [
+            h.create_user("m1@example.com").await,
+            h.create_user("m2@example.com").await,
+            h.create_user("m3@example.com").await,
+        ]
+        .iter()
+        .map(id)
+        .collect();
+        let g = json!({"displayName": "Team", "members": []}).to_string();
+        let gid = id(&h.scim("POST", "/Groups", Some(&g)).await.json());
+        let group = format!("/Groups/{gid}");
+        let members = |v: &Value| -> Vec<String> {
+            v["members"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|m| m["value"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let with_members = format!("{group}?attributes=members");
+
+        // Entra: Add with `$ref: null`; adding twice is a no-op.
+        let add = json!({"schemas": [PATCH_URN], "Operations": [{"op": "Add", "path": "members",
+            "value": [{"$ref": null, "value": u[0]}, {"value": u[1]}, {"value": u[0]}]}]})
+        .to_string();
+        assert_eq!(
+            h.scim("PATCH", &group, Some(&add)).await.status,
+            StatusCode::NO_CONTENT
+        );
+        let plain = h.scim("GET", &group, None).await.json();
+        assert!(
+            plain.get("members").is_none(),
+            "members hidden by default: {plain}"
+        );
+        assert_eq!(plain["displayName"], json!("Team"));
+        let v = h.scim("GET", &with_members, None).await.json();
+        assert_eq!(members(&v), [u[0].clone(), u[1].clone()]);
+        assert_eq!(
+            v["members"][0]["$ref"],
+            json!(format!("{}/api/v2/scim/Users/{}", h.origin, u[0]))
+        );
+        // Exclusion wins when both are given.
+        let ex = format!("{with_members}&excludedAttributes=members");
+        let v = h.scim("GET", &ex, None).await.json();
+        assert!(v.get("members").is_none());
+        let listed = h
+            .scim("GET", "/Groups?attributes=members,displayName", None)
+            .await
+            .json();
+        assert_eq!(
+            members(&listed["Resources"][0]),
+            [u[0].clone(), u[1].clone()]
+        );
+
+        // Okta: remove by filter and add in one request, after a path-less replace of id/displayName.
+        let okta = json!({"schemas": [PATCH_URN], "Operations": [
+            {"op": "replace", "value": {"id": gid, "displayName": "Team"}},
+            {"op": "remove", "path": format!("members[value eq \"{}\"]", u[0])},
+            {"op": "add", "path": "members", "value": [{"value": u[2], "display": "m3@example.com"}]},
+        ]})
+        .to_string();
+        assert_eq!(
+            h.scim("PATCH", &group, Some(&okta)).await.status,
+            StatusCode::NO_CONTENT
+        );
+        let v = h.scim("GET", &with_members, None).await.json();
+        assert_eq!(members(&v), [u[1].clone(), u[2].clone()]);
+        assert_eq!(v["members"][1]["display"], json!("m3@example.com"));
+
+        // Entra default removal: Remove with a value list.
+        let remove =
+            json!({"schemas": [PATCH_URN], "Operations": [{"op": "Remove", "path": "members",
+            "value": [{"value": u[1]}]}]})
+            .to_string();
+        h.scim("PATCH", &group, Some(&remove)).await;
+        assert_eq!(
+            members(&h.scim("GET", &with_members, None).await.json()),
+            [u[2].clone()]
+        );
+
+        // Deleting a user drops it from memberships.
+        h.scim("PATCH", &group, Some(&add)).await;
+        assert_eq!(
+            h.scim("DELETE", &format!("/Users/{}", u[0]), None)
+                .await
+                .status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            members(&h.scim("GET", &with_members, None).await.json()),
+            [u[2].clone(), u[1].clone()]
+        );
+
+        // Remove without value clears all members; lowercase Netskope path names work.
+        let clear = json!({"Operations": [{"op": "remove", "path": "members"},
+            {"op": "replace", "path": "displayname", "value": "Team 2"}]})
+        .to_string();
+        let a = h.scim("PATCH", &group, Some(&clear)).await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT);
+        let v = h.scim("GET", &with_members, None).await.json();
+        assert!(members(&v).is_empty());
+        assert!(v.get("displayName").is_none(), "attributes= projects: {v}");
+        let v = h.scim("GET", &group, None).await.json();
+        assert_eq!(v["displayName"], json!("Team 2"));
+        assert!(v.get("displayname").is_none());
+        let bad =
+            json!({"Operations": [{"op": "add", "path": "members", "value": [{"display": "x"}]}]});
+        assert_error(
+            &h.scim("PATCH", &group, Some(&bad.to_string())).await,
+            400,
+            Some("invalidValue"),
+        );
+
+        assert_eq!(
+            h.scim("DELETE", &group, None).await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert_error(&h.scim("GET", &group, None).await, 404, None);
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn etags_give_304_and_412() {
+        let h = harness(true, None).await;
+        let v = h.create_user("dave@example.com").await;
+        let user = format!("/Users/{}", id(&v));
+        let etag = v["meta"]["version"].as_str().unwrap().to_string();
+        let a = h
+            .scim_with("GET", &user, &[("if-none-match", &etag)], None)
+            .await;
+        assert_eq!(a.status, StatusCode::NOT_MODIFIED);
+        assert!(a.body.is_empty());
+        let a = h
+            .scim_with("GET", &user, &[("if-none-match", "W/\"99\"")], None)
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+
+        let put = json!({"userName": "dave@example.com"}).to_string();
+        let stale = [("if-match", "W/\"99\"")];
+        assert_error(
+            &h.scim_with("PUT", &user, &stale, Some(&put)).await,
+            412,
+            None,
+        );
+        let patch = r#"{"Operations":[{"op":"replace","path":"active","value":false}]}"#;
+        assert_error(
+            &h.scim_with("PATCH", &user, &stale, Some(patch)).await,
+            412,
+            None,
+        );
+        assert_error(&h.scim_with("DELETE", &user, &stale, None).await, 412, None);
+
+        let a = h
+            .scim_with("PUT", &user, &[("if-match", &etag)], Some(&put))
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+        let new_etag = a.header("etag").to_string();
+        assert_ne!(new_etag, etag);
+        let a = h
+            .scim_with("PATCH", &user, &[("if-match", "*")], Some(patch))
+            .await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT);
+        let a = h
+            .scim_with("DELETE", &user, &[("if-match", &etag)], None)
+            .await;
+        assert_eq!(a.status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(
+            h.scim("DELETE", &user, None).await.status,
+            StatusCode::NO_CONTENT
+        );
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn overrides_are_fifo_recorded_and_delayed() {
+        let h = harness(true, None).await;
+        h.up.push_override(Override {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            headers: vec![
+                ("Retry-After".into(), "7".into()),
+                ("bad\nname".into(), "x".into()),
+            ],
+            body: Bytes::from_static(b"{\"detail\":\"slow down\"}"),
+            delay: Duration::ZERO,
+        });
+        h.up.push_override(Override {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            ..Override::default()
+        });
+        // Overrides win even over authentication.
+        let a = h.call("POST", "/anything", &[], Some("{}")).await;
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(a.header("retry-after"), "7");
+        assert_eq!(&a.body[..], b"{\"detail\":\"slow down\"}");
+        assert_eq!(
+            h.scim("GET", "/Users", None).await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(h.scim("GET", "/Users", None).await.status, StatusCode::OK);
+        let recorded = h.up.requests();
+        assert_eq!(recorded.len(), 3);
+        assert_eq!(recorded[0].path_and_query, "/anything");
+
+        h.up.push_override(Override {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            delay: Duration::from_millis(300),
+            ..Override::default()
+        });
+        let started = std::time::Instant::now();
+        let a = h.scim("GET", "/Users", None).await;
+        assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+
+        // Shutdown is prompt even with a long delay in flight.
+        h.up.push_override(Override {
+            status: StatusCode::OK,
+            delay: Duration::from_secs(300),
+            ..Override::default()
+        });
+        let client = h.client.clone();
+        let uri = format!("{}/api/v2/scim/Users", h.origin);
+        let pending = tokio::spawn(async move {
+            let req = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+            let _ = client.request(req).await;
+        });
+        for _ in 0..200 {
+            if h.up.requests().len() == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(h.up.requests().len(), 5);
+        let started = std::time::Instant::now();
+        h.shutdown().await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::timeout(STEP, pending).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_raw_target_peer_and_protocol() {
+        let local = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7));
+        let h = harness(true, Some(local)).await;
+        let raw = "/Users?filter=userName+eq+%22x%40y%22&aadOptscim062020";
+        let a = h.scim("GET", raw, None).await;
+        assert_eq!(a.version, http::Version::HTTP_2);
+        let r = h.up.requests().pop().unwrap();
+        assert_eq!(r.path_and_query, format!("/api/v2/scim{raw}"));
+        assert_eq!(r.peer.ip(), local);
+        assert_eq!(r.version, http::Version::HTTP_2);
+        assert!(r.authenticated);
+        assert_eq!(r.headers["authorization"], "Bearer v2-token-1");
+        h.shutdown().await;
+
+        let h = harness(false, None).await;
+        let a = h.scim("GET", "/Users", None).await;
+        assert_eq!(a.version, http::Version::HTTP_11);
+        let r = h.up.requests().pop().unwrap();
+        assert_eq!(r.version, http::Version::HTTP_11);
+        assert_eq!(r.peer.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_scim_errors() {
+        let h = harness(true, None).await;
+        let auth = [("authorization", "Bearer v2-token-1")];
+        for path in ["/SCIM/v2/Users", "/api/v2/scimX/Users", "/", "/api/v2/scim"] {
+            assert_error(&h.call("GET", path, &auth, None).await, 404, None);
+        }
+        for path in [
+            "/Bulk",
+            "/Schemas",
+            "/ServiceProviderConfig",
+            "/Users/a/b",
+            "/users",
+        ] {
+            assert_error(&h.scim("GET", path, None).await, 404, None);
+        }
+        assert_error(&h.scim("DELETE", "/Users", None).await, 405, None);
+        assert_error(&h.scim("POST", "/Users/abc", Some("{}")).await, 405, None);
+        assert_error(
+            &h.scim("POST", "/Users", Some("[]")).await,
+            400,
+            Some("invalidSyntax"),
+        );
+        assert_error(
+            &h.scim("POST", "/Users", Some("")).await,
+            400,
+            Some("invalidSyntax"),
+        );
+        let no_name = json!({"name": {"givenName": "x"}}).to_string();
+        assert_error(
+            &h.scim("POST", "/Users", Some(&no_name)).await,
+            400,
+            Some("invalidValue"),
+        );
+        let bad_members = json!({"displayName": "x", "members": "nope"}).to_string();
+        assert_error(
+            &h.scim("POST", "/Groups", Some(&bad_members)).await,
+            400,
+            Some("invalidValue"),
+        );
+        // Trailing slash on a collection is tolerated.
+        assert_eq!(h.scim("GET", "/Users/", None).await.status, StatusCode::OK);
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn plain_http_mode_uses_http_locations() {
+        let up = Upstream::start(UpstreamOptions {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            base_path: "/api/v2/scim".into(),
+            tokens: vec![TOKEN.into()],
+        })
+        .await
+        .unwrap();
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let req = Request::post(format!("http://{}/api/v2/scim/Users", up.addr()))
+            .header("netskope-api-token", TOKEN)
+            .body(Full::new(Bytes::from(r#"{"userName":"p@example.com"}"#)))
+            .unwrap();
+        let resp = tokio::time::timeout(STEP, client.request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let location = resp.headers()["location"].to_str().unwrap().to_string();
+        assert!(location.starts_with(&format!("http://{}/api/v2/scim/Users/", up.addr())));
+        let second = up.clone();
+        drop(up);
+        tokio::time::timeout(STEP, second.shutdown()).await.unwrap();
+    }
+
+    #[test]
+    fn query_and_filter_parsing() {
+        assert_eq!(percent_decode("a+b%20c%2", true), "a b c%2");
+        assert_eq!(percent_decode("a+b%zz", false), "a+b%zz");
+        assert_eq!(percent_decode("%E2%82%AC%ff", true), "\u{20ac}\u{fffd}");
+        let f =
+            parse_filter(r#"emails[type eq "work"].value eq "a\"b" and Active EQ true"#).unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].path.attr, "emails");
+        assert_eq!(f[0].path.sub.as_deref(), Some("value"));
+        assert_eq!(f[0].value, json!("a\"b"));
+        assert_eq!(f[1].value, json!(true));
+        let p = parse_attr_path(&format!("{ENTERPRISE_URN}:manager.value"), true).unwrap();
+        assert_eq!(p.container.as_deref(), Some(ENTERPRISE_URN));
+        assert_eq!(
+            (p.attr.as_str(), p.sub.as_deref()),
+            ("manager", Some("value"))
+        );
+        let p = parse_attr_path(&format!("{USER_URN}:userName"), true).unwrap();
+        assert_eq!((p.container, p.attr.as_str()), (None, "userName"));
+        for bad in ["", "a[b[c eq 1] eq 2]", "a b", "a[", "urn:x:", "a.b.c", "é"] {
+            assert!(parse_attr_path(bad, true).is_err(), "{bad}");
+        }
+        for bad in [
+            "",
+            "x eq",
+            "x eq 1 and",
+            "x gt 1",
+            "x eq \"\\u12\"",
+            "x eq \u{fffd}",
+        ] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        let now = now_rfc3339();
+        assert_eq!(now.len(), "2024-01-01T00:00:00.000Z".len());
+        assert_eq!(&now[10..11], "T");
+    }
 }
