@@ -1,7 +1,9 @@
-//! The admin listener (plain HTTP, keep it on loopback or a private network): `/healthz`, `/readyz`.
+//! The admin listener (plain HTTP, keep it on loopback or a private network): `/healthz`, `/readyz`,
+//! `/metrics`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -57,14 +59,24 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
     match req.uri().path() {
         "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         "/readyz" => {
-            if shared.is_ready() {
+            let snapshot = shared.state.load();
+            let problems =
+                crate::metrics::readiness_problems(&snapshot, shared.is_ready(), SystemTime::now());
+            if problems.is_empty() {
                 json(StatusCode::OK, r#"{"status":"ready"}"#.into())
             } else {
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    r#"{"status":"not ready","problems":["the proxy listener is not accepting (starting or shutting down)"]}"#.into(),
-                )
+                let body = serde_json::json!({"status": "not ready", "problems": problems});
+                json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
             }
+        }
+        "/metrics" => {
+            let text = shared.metrics.render(&shared.state.load());
+            let mut res = Response::new(full(text));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            res
         }
         _ => json(StatusCode::NOT_FOUND, r#"{"status":"not found"}"#.into()),
     }

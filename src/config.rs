@@ -110,6 +110,9 @@ struct RawLimits {
 struct RawEgress {
     bind_ip: Option<String>,
     ca_file: Option<PathBuf>,
+    via_proxy: Option<String>,
+    via_proxy_auth_file: Option<PathBuf>,
+    via_proxy_auth_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +124,8 @@ struct RawRoute {
     hosts: Option<Vec<String>>,
     legacy_tenant_id: Option<String>,
     upstream_auth: Option<String>,
+    token_expires: Option<String>,
+    token_warn_days: Option<u64>,
     #[serde(default)]
     clients: Vec<RawClient>,
 }
@@ -247,6 +252,16 @@ impl Default for Limits {
 pub struct Egress {
     pub bind_ip: Option<IpAddr>,
     pub ca_file: Option<PathBuf>,
+    /// HTTP CONNECT forward proxy every upstream connection goes through.
+    pub via_proxy: Option<ForwardProxy>,
+}
+
+/// `http://host:port` of a CONNECT forward proxy, and where its `user:password` is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardProxy {
+    /// `http://host:port`
+    pub url: String,
+    pub credentials: Option<TokenSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +273,10 @@ pub struct Route {
     pub hosts: Vec<String>,
     pub legacy_tenant_id: Option<String>,
     pub upstream_auth: UpstreamAuth,
+    /// When the v2 token expires (Netskope shows it when the token is made), if configured.
+    pub token_expires: Option<std::time::SystemTime>,
+    /// Warn this long before `token_expires`.
+    pub token_warn: Duration,
     pub clients: Vec<Client>,
 }
 
@@ -648,9 +667,40 @@ impl Validator {
                 None
             }
         });
+        let credentials = match (raw.via_proxy_auth_file, raw.via_proxy_auth_env) {
+            (Some(f), None) => Some(TokenSource::File(base_dir.join(f))),
+            (None, Some(e)) => Some(TokenSource::Env(e)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "egress.via_proxy_auth_file",
+                    "set at most one of via_proxy_auth_file and via_proxy_auth_env",
+                );
+                None
+            }
+        };
+        let via_proxy = match raw.via_proxy {
+            Some(url) => match parse_forward_proxy(&url) {
+                Ok(url) => Some(ForwardProxy { url, credentials }),
+                Err(reason) => {
+                    self.problem("egress.via_proxy", reason);
+                    None
+                }
+            },
+            None => {
+                if credentials.is_some() {
+                    self.problem(
+                        "egress.via_proxy_auth_file",
+                        "forward proxy credentials are set but egress.via_proxy is not",
+                    );
+                }
+                None
+            }
+        };
         Egress {
             bind_ip,
             ca_file: raw.ca_file.map(|p| base_dir.join(p)),
+            via_proxy,
         }
     }
 
@@ -808,6 +858,23 @@ impl Validator {
                 UpstreamAuth::Bearer
             }
         };
+        let token_expires = r.token_expires.and_then(|t| match parse_timestamp(&t) {
+            Some(ts) => Some(ts),
+            None => {
+                self.problem(
+                    &format!("{key}.token_expires"),
+                    format!("{t:?} is not an RFC 3339 time like \"2026-03-21T00:00:00Z\" or a date like \"2026-03-21\""),
+                );
+                None
+            }
+        });
+        let token_warn_days = self.count(
+            &format!("{key}.token_warn_days"),
+            r.token_warn_days,
+            14,
+            0,
+            3650,
+        );
         if r.clients.is_empty() {
             self.problem(
                 &format!("{key}.clients"),
@@ -848,6 +915,8 @@ impl Validator {
             hosts,
             legacy_tenant_id,
             upstream_auth,
+            token_expires,
+            token_warn: Duration::from_secs(u64::try_from(token_warn_days).unwrap_or(14) * 86_400),
             clients,
         })
     }
@@ -940,6 +1009,36 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
+/// RFC 3339 (`2026-03-21T00:00:00Z`, offsets allowed) or a date (`2026-03-21`, midnight UTC).
+pub fn parse_timestamp(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.trim();
+    if s.len() == 10 {
+        return humantime::parse_rfc3339(&format!("{s}T00:00:00Z")).ok();
+    }
+    humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
+        .ok()
+        .filter(|_| s.ends_with('Z') || s.ends_with('z'))
+        .or_else(|| parse_with_offset(s))
+}
+
+/// `2026-03-21T10:00:00+02:00` -> UTC.
+fn parse_with_offset(s: &str) -> Option<std::time::SystemTime> {
+    let (sign, at) = s
+        .rfind('+')
+        .map(|i| (1i64, i))
+        .or_else(|| s.rfind('-').filter(|i| *i > 10).map(|i| (-1, i)))?;
+    let (local, offset) = s.split_at(at);
+    let (h, m) = offset.get(1..)?.split_once(':')?;
+    let secs = sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60);
+    let t = humantime::parse_rfc3339_weak(local).ok()?;
+    let shift = Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        t.checked_sub(shift)
+    } else {
+        t.checked_add(shift)
+    }
+}
+
 /// `4194304`, `"4MiB"`, `"512 KiB"`, `"1MB"`, `"10k"` -> bytes.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -992,6 +1091,32 @@ pub fn normalize_host(h: &str) -> Option<String> {
     h.bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
         .then_some(h)
+}
+
+/// `http://host:port` for a CONNECT forward proxy (credentials go in a file, never in the URL).
+pub fn parse_forward_proxy(s: &str) -> Result<String, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{s:?}: expected http://host:port (the tunnel to the upstream is TLS end to end inside it)"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{s:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{s:?}: credentials in the URL are not allowed; use via_proxy_auth_file or via_proxy_auth_env"
+        ));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{s:?}: only http://host:port, without a path"));
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    Ok(format!(
+        "http://{}:{port}",
+        authority.host().to_ascii_lowercase()
+    ))
 }
 
 /// Parses a route's `upstream`: https only, a host, optional port, a path; no query or credentials.
@@ -1213,6 +1338,30 @@ token_sha256 = "secret-token"
         ] {
             assert!(parse_upstream(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = |s| {
+            parse_timestamp(s)
+                .map(humantime::format_rfc3339_seconds)
+                .map(|t| t.to_string())
+        };
+        assert_eq!(t("2026-03-21").as_deref(), Some("2026-03-21T00:00:00Z"));
+        assert_eq!(
+            t("2026-03-21T10:00:00Z").as_deref(),
+            Some("2026-03-21T10:00:00Z")
+        );
+        assert_eq!(
+            t("2026-03-21T10:00:00+02:00").as_deref(),
+            Some("2026-03-21T08:00:00Z")
+        );
+        assert_eq!(
+            t("2026-03-21T10:00:00-01:30").as_deref(),
+            Some("2026-03-21T11:30:00Z")
+        );
+        assert_eq!(t("next tuesday"), None);
+        assert_eq!(t("2026-03-21T10:00:00"), None);
     }
 
     #[test]

@@ -174,8 +174,12 @@ pub fn scim_error_response(
 pub fn classify_upstream_error(err: &hyper_util::client::legacy::Error) -> ProxyError {
     let mut tls: Option<String> = None;
     let mut io: Option<String> = None;
+    let mut tunnel: Option<String> = None;
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = source {
+        if let Some(t) = e.downcast_ref::<crate::upstream::ForwardProxyError>() {
+            tunnel.get_or_insert_with(|| t.to_string());
+        }
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             tls.get_or_insert_with(|| t.to_string());
         }
@@ -189,6 +193,9 @@ pub fn classify_upstream_error(err: &hyper_util::client::legacy::Error) -> Proxy
             io.get_or_insert_with(|| ioe.to_string());
         }
         source = e.source();
+    }
+    if let Some(t) = tunnel {
+        return ProxyError::new(ErrorKind::UpstreamConnect, t);
     }
     if let Some(t) = tls {
         return ProxyError::new(ErrorKind::UpstreamTls, format!("upstream TLS failed: {t}"));

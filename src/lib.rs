@@ -11,6 +11,7 @@ pub mod devcerts;
 pub mod error;
 pub mod headers;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;

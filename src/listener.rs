@@ -97,6 +97,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         let snapshot = shared.state.load();
         let max = snapshot.config.limits.max_connections;
         if open.load(Ordering::Acquire) >= max {
+            shared.metrics.refused("max_connections");
             refusals.warn(|| {
                 tracing::warn!(
                     max,
@@ -108,10 +109,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         let listen = &snapshot.config.listen;
         let expects_proxy_header = listen.proxy_protocol && listen.is_trusted_proxy(peer.ip());
         if !expects_proxy_header && !listen.is_allowed(peer.ip()) {
+            shared.metrics.refused("allow_cidrs");
             tracing::debug!(peer = %peer, "connection refused by listen.allow_cidrs");
             continue;
         }
-        let guard = OpenGuard::new(open.clone());
+        let guard = OpenGuard::new(open.clone(), shared.metrics.open_connections.clone());
         tracker.spawn(handle_connection(
             stream,
             peer,
@@ -162,15 +164,18 @@ async fn handle_connection(
             Ok(Ok(Some(client))) => peer = client,
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
+                shared.metrics.refused("proxy_protocol");
                 tracing::info!(peer = %tcp_peer, error = %e, "PROXY protocol header refused");
                 return;
             }
             Err(_) => {
+                shared.metrics.refused("proxy_protocol");
                 tracing::info!(peer = %tcp_peer, "no PROXY protocol header in time");
                 return;
             }
         }
         if !snapshot.config.listen.is_allowed(peer.ip()) {
+            shared.metrics.refused("allow_cidrs");
             tracing::debug!(peer = %peer, via = %tcp_peer, "connection refused by listen.allow_cidrs");
             return;
         }
@@ -189,10 +194,12 @@ async fn handle_connection(
             let tls = match handshake {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
+                    shared.metrics.refused("tls");
                     tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    shared.metrics.refused("tls");
                     tracing::debug!(peer = %peer, "TLS handshake timed out");
                     return;
                 }
@@ -291,18 +298,20 @@ async fn serve_http<I>(
 }
 
 /// Counts open connections for `max_connections`.
-struct OpenGuard(Arc<AtomicUsize>);
+struct OpenGuard(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
 
 impl OpenGuard {
-    fn new(open: Arc<AtomicUsize>) -> OpenGuard {
+    fn new(open: Arc<AtomicUsize>, gauge: prometheus_client::metrics::gauge::Gauge) -> OpenGuard {
         open.fetch_add(1, Ordering::AcqRel);
-        OpenGuard(open)
+        gauge.inc();
+        OpenGuard(open, gauge)
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.dec();
     }
 }
 

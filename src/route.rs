@@ -188,6 +188,8 @@ mod tests {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             legacy_tenant_id: tenant.map(str::to_string),
             upstream_auth: UpstreamAuth::Bearer,
+            token_expires: None,
+            token_warn: std::time::Duration::ZERO,
             clients: vec![Client {
                 name: "okta".into(),
                 token_sha256: vec![[0; 32]],

@@ -29,6 +29,7 @@ pub struct Snapshot {
     pub cert_info: Option<tls::CertInfo>,
     pub client: UpstreamClient,
     upstream_roots: Vec<CertificateDer<'static>>,
+    proxy_auth: Option<http::HeaderValue>,
     pub loaded_at: SystemTime,
 }
 
@@ -53,6 +54,7 @@ pub struct Shared {
     /// The proxy listener accepts and no shutdown has begun.
     pub accepting: AtomicBool,
     pub retry_budget: RetryBudget,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Retries of idempotent requests after a connection reset, bounded so that a failing upstream
@@ -96,6 +98,7 @@ impl Shared {
             config_path,
             accepting: AtomicBool::new(false),
             retry_budget: RetryBudget::new(Duration::from_secs(10), 10),
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 
@@ -105,6 +108,12 @@ impl Shared {
 
     /// Re-reads the config file and everything it names; on any problem the running snapshot stays.
     pub fn reload(&self) -> Result<(), Problems> {
+        let result = self.reload_inner();
+        self.metrics.reload(result.is_ok());
+        result
+    }
+
+    fn reload_inner(&self) -> Result<(), Problems> {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
@@ -211,6 +220,23 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
     {
         problem("egress.bind_ip".into(), e);
     }
+    if let (Some(bind), Some(proxy)) = (config.egress.bind_ip, &config.egress.via_proxy)
+        && let Some(host) = proxy
+            .url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_owned))
+        && let Ok(proxy_ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        && Family::of(bind) != Family::of(proxy_ip)
+    {
+        problem(
+            "egress.via_proxy".into(),
+            format!("{proxy_ip} is not reachable from egress.bind_ip {bind} (different IP family)"),
+        );
+    }
 
     let mut routes = Vec::new();
     for (i, route) in config.routes.iter().enumerate() {
@@ -233,8 +259,11 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
                 format!("the REST API v2 token from {}: {e}", route.token),
             ),
         }
-        if let (Some(bind), Ok(host_ip)) =
-            (config.egress.bind_ip, route.upstream.host.parse::<IpAddr>())
+        // Through a forward proxy the upstream is resolved by the proxy; the proxy's own address
+        // is what must match the egress family.
+        if config.egress.via_proxy.is_none()
+            && let (Some(bind), Ok(host_ip)) =
+                (config.egress.bind_ip, route.upstream.host.parse::<IpAddr>())
             && Family::of(bind) != Family::of(host_ip)
         {
             problem(
@@ -245,6 +274,31 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
             );
         }
     }
+
+    let proxy_auth = match config
+        .egress
+        .via_proxy
+        .as_ref()
+        .and_then(|p| p.credentials.as_ref())
+    {
+        Some(source) => {
+            let key = match source {
+                TokenSource::File(_) => "egress.via_proxy_auth_file",
+                TokenSource::Env(_) => "egress.via_proxy_auth_env",
+            };
+            match read_token(source).and_then(|c| upstream::proxy_authorization(&c)) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    problem(
+                        key.into(),
+                        format!("the forward proxy credentials from {source}: {e}"),
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
 
     let client_tls = match tls::upstream_client_config(&upstream_roots) {
         Ok(c) => Some(c),
@@ -264,11 +318,24 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         Some(p)
             if p.config.egress == config.egress
                 && p.config.limits == config.limits
-                && p.upstream_roots == upstream_roots =>
+                && p.upstream_roots == upstream_roots
+                && p.proxy_auth == proxy_auth =>
         {
             p.client.clone()
         }
-        _ => upstream::build_client(&config.egress, &config.limits, client_tls),
+        _ => upstream::build_client(
+            &config.egress,
+            &config.limits,
+            client_tls,
+            proxy_auth.clone(),
+        )
+        .map_err(|e| {
+            Problems(vec![Problem {
+                file: config.source.clone(),
+                key: "egress".into(),
+                reason: e,
+            }])
+        })?,
     };
     Ok(Snapshot {
         config: Arc::new(config),
@@ -277,6 +344,7 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         cert_info,
         client,
         upstream_roots,
+        proxy_auth,
         loaded_at: SystemTime::now(),
     })
 }

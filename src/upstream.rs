@@ -10,12 +10,15 @@ use std::time::Duration;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 use crate::config::{Egress, Limits};
 
-pub type Connector = hyper_rustls::HttpsConnector<RetryConnect<HttpConnector<EgressResolver>>>;
+pub type Connector = hyper_rustls::HttpsConnector<EgressConnector>;
 pub type UpstreamClient = Client<Connector, ProxyBody>;
 
 /// Resolves upstream names to addresses of the egress address's family only: hyper-util binds the
@@ -141,26 +144,157 @@ fn jitter(min: Duration, max: Duration) -> Duration {
     min + Duration::from_millis(u64::try_from(random % spread).unwrap_or(0))
 }
 
-/// Builds the one shared client. The pool timer makes the idle timeout effective (without it
+type Direct = RetryConnect<HttpConnector<EgressResolver>>;
+
+/// The TCP leg to the upstream: direct from the egress address, or through an HTTP CONNECT
+/// forward proxy (reached from the egress address), with TLS to the upstream inside the tunnel.
+#[derive(Clone, Debug)]
+pub enum EgressConnector {
+    Direct(Direct),
+    Tunnel(Tunnel<Direct>),
+}
+
+impl tower::Service<http::Uri> for EgressConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = crate::body::BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            EgressConnector::Direct(c) => c.poll_ready(cx),
+            EgressConnector::Tunnel(c) => c
+                .poll_ready(cx)
+                .map_err(|e| ForwardProxyError::from_tunnel(&e).into()),
+        }
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        match self {
+            EgressConnector::Direct(c) => Box::pin(c.call(uri)),
+            EgressConnector::Tunnel(c) => {
+                let f = c.call(uri);
+                Box::pin(async move {
+                    f.await
+                        .map_err(|e| ForwardProxyError::from_tunnel(&e).into())
+                })
+            }
+        }
+    }
+}
+
+/// Why the forward proxy leg failed. hyper-util does not export its `TunnelError`, so its variants
+/// are told apart here, in one place, by their `Debug` names.
+#[derive(Debug)]
+pub struct ForwardProxyError {
+    pub failure: ForwardProxyFailure,
+    detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardProxyFailure {
+    /// TCP connect to the forward proxy failed.
+    Connect,
+    /// 407 Proxy Authentication Required.
+    AuthRequired,
+    /// Any other non-2xx answer to CONNECT.
+    Refused,
+    Other,
+}
+
+impl ForwardProxyError {
+    fn from_tunnel(e: &(dyn std::error::Error + 'static)) -> ForwardProxyError {
+        let debug = format!("{e:?}");
+        let failure = if debug.starts_with("ProxyAuthRequired") {
+            ForwardProxyFailure::AuthRequired
+        } else if debug.starts_with("TunnelUnsuccessful") {
+            ForwardProxyFailure::Refused
+        } else if debug.starts_with("ConnectFailed") {
+            ForwardProxyFailure::Connect
+        } else {
+            ForwardProxyFailure::Other
+        };
+        let mut detail = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            source = s.source();
+        }
+        ForwardProxyError { failure, detail }
+    }
+}
+
+impl std::fmt::Display for ForwardProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.failure {
+            ForwardProxyFailure::Connect => write!(f, "could not connect to the forward proxy ({})", self.detail),
+            ForwardProxyFailure::AuthRequired => f.write_str(
+                "the forward proxy demands authentication (407): check egress.via_proxy_auth_file / _env",
+            ),
+            ForwardProxyFailure::Refused => {
+                f.write_str("the forward proxy refused the CONNECT tunnel to the upstream")
+            }
+            ForwardProxyFailure::Other => write!(f, "the forward proxy tunnel failed ({})", self.detail),
+        }
+    }
+}
+
+impl std::error::Error for ForwardProxyError {}
+
+/// The forward proxy's `user:password`, sent as `Proxy-Authorization: Basic`, never logged.
+pub fn proxy_authorization(credentials: &str) -> Result<http::HeaderValue, String> {
+    use base64::Engine;
+    let credentials = credentials.trim();
+    if !credentials.contains(':') {
+        return Err("expected user:password".into());
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = http::HeaderValue::from_str(&format!("Basic {encoded}"))
+        .map_err(|_| "not usable in a header".to_string())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Builds the one shared client./// Builds the one shared client. The pool timer makes the idle timeout effective (without it
 /// hyper-util never evicts, and a connection the upstream closed gets reused).
-pub fn build_client(egress: &Egress, limits: &Limits, tls: rustls::ClientConfig) -> UpstreamClient {
+pub fn build_client(
+    egress: &Egress,
+    limits: &Limits,
+    tls: rustls::ClientConfig,
+    proxy_auth: Option<http::HeaderValue>,
+) -> Result<UpstreamClient, String> {
     let mut http = HttpConnector::new_with_resolver(EgressResolver::new(egress.bind_ip));
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_local_address(egress.bind_ip);
     http.set_connect_timeout(Some(limits.upstream_connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(30)));
+    let direct = RetryConnect { inner: http };
+    let egress_connector = match &egress.via_proxy {
+        None => EgressConnector::Direct(direct),
+        Some(proxy) => {
+            let proxy_uri: http::Uri = proxy
+                .url
+                .parse()
+                .map_err(|e| format!("egress.via_proxy: {e}"))?;
+            let tunnel = Tunnel::new(proxy_uri, direct);
+            EgressConnector::Tunnel(match proxy_auth {
+                Some(auth) => tunnel.with_auth(auth),
+                None => tunnel,
+            })
+        }
+    };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(RetryConnect { inner: http });
-    Client::builder(TokioExecutor::new())
+        .wrap_connector(egress_connector);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(limits.upstream_idle_timeout)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         // Retries only a request that never started on a reused connection the upstream had closed.
         .retry_canceled_requests(true)
-        .build(https)
+        .build(https))
 }

@@ -1,0 +1,252 @@
+//! Prometheus metrics (`/metrics` on the admin listener) and the readiness verdict (`/readyz`).
+
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::runtime::Snapshot;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub client: String,
+    pub op: String,
+    pub status_class: StatusClass,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum StatusClass {
+    #[allow(clippy::enum_variant_names)]
+    x1xx,
+    x2xx,
+    x3xx,
+    x4xx,
+    x5xx,
+}
+
+impl StatusClass {
+    pub fn of(status: u16) -> StatusClass {
+        match status {
+            0..=199 => StatusClass::x1xx,
+            200..=299 => StatusClass::x2xx,
+            300..=399 => StatusClass::x3xx,
+            400..=499 => StatusClass::x4xx,
+            _ => StatusClass::x5xx,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub route: String,
+    /// connect, tls, timeout, protocol, 5xx, auth (401/403)
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Latency buckets in seconds: SCIM calls take milliseconds to seconds; 30 s is the default timeout.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_failures: Family<FailureLabels, Counter>,
+    pub in_flight: Gauge,
+    pub token_expiry_seconds: Family<RouteLabels, Gauge<f64, AtomicU64>>,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    pub open_connections: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("scim_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route, IdP client, SCIM operation and status class",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head, as the IdP sees it",
+            request_duration.clone(),
+        );
+        let upstream_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending upstream to the upstream's response head",
+            upstream_duration.clone(),
+        );
+        let upstream_failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "upstream_failures",
+            "Upstream failures by kind: connect, tls, timeout, protocol, 5xx, auth (401/403)",
+            upstream_failures.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being served now",
+            in_flight.clone(),
+        );
+        let token_expiry_seconds = Family::<RouteLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "token_expiry_seconds",
+            "Seconds until the route's REST API v2 token expires (negative: expired); only routes with token_expires",
+            token_expiry_seconds.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Configuration reloads by result (ok, failed)",
+            reloads.clone(),
+        );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed before HTTP: max_connections, allow_cidrs, proxy_protocol, tls",
+            connections_refused.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_failures,
+            in_flight,
+            token_expiry_seconds,
+            reloads,
+            connections_refused,
+            open_connections,
+        }
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn upstream_failure(&self, route: &str, kind: &str) {
+        self.upstream_failures
+            .get_or_create(&FailureLabels {
+                route: route.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "failed" }.to_string(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition, with the token expiry gauges brought up to date.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let now = SystemTime::now();
+        self.token_expiry_seconds.clear();
+        for route in &snapshot.config.routes {
+            if let Some(expires) = route.token_expires {
+                let secs = match expires.duration_since(now) {
+                    Ok(d) => d.as_secs_f64(),
+                    Err(e) => -e.duration().as_secs_f64(),
+                };
+                self.token_expiry_seconds
+                    .get_or_create(&RouteLabels {
+                        route: route.name.clone(),
+                    })
+                    .set(secs);
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Why the proxy is not ready, one line each; empty when it is.
+pub fn readiness_problems(snapshot: &Snapshot, accepting: bool, now: SystemTime) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !accepting {
+        problems
+            .push("the proxy listener is not accepting (starting or shutting down)".to_string());
+    }
+    if let Some(cert) = &snapshot.cert_info
+        && cert.is_expired(now)
+    {
+        problems.push(format!(
+            "the serving certificate ({}) expired at {}",
+            cert.subject,
+            humantime::format_rfc3339_seconds(cert.not_after)
+        ));
+    }
+    for route in &snapshot.config.routes {
+        if let Some(expires) = route.token_expires
+            && expires <= now
+        {
+            problems.push(format!(
+                "route {}: the REST API v2 token expired at {} (token_expires); issue a new one and write it to {}",
+                route.name,
+                humantime::format_rfc3339_seconds(expires),
+                route.token
+            ));
+        }
+    }
+    problems
+}
