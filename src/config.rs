@@ -56,6 +56,7 @@ struct RawConfig {
     limits: Option<RawLimits>,
     egress: Option<RawEgress>,
     reload: Option<RawReload>,
+    log: Option<RawLog>,
     #[serde(default)]
     routes: Vec<RawRoute>,
 }
@@ -76,6 +77,17 @@ struct RawListen {
 enum RawSize {
     Bytes(u64),
     Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawLog {
+    traffic: Option<String>,
+    max_file_bytes: Option<RawSize>,
+    keep_files: Option<u64>,
+    pii: Option<String>,
+    pii_key_file: Option<PathBuf>,
+    pii_key_env: Option<String>,
+    capture_bodies: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +138,7 @@ struct RawRoute {
     upstream_auth: Option<String>,
     token_expires: Option<String>,
     token_warn_days: Option<u64>,
+    rewrite_body_urls: Option<bool>,
     #[serde(default)]
     clients: Vec<RawClient>,
 }
@@ -148,7 +161,47 @@ pub struct Config {
     pub limits: Limits,
     pub egress: Egress,
     pub reload: Reload,
+    pub log: Log,
     pub routes: Vec<Route>,
+}
+
+/// The traffic log: one JSON object per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub traffic: TrafficSink,
+    pub max_file_bytes: u64,
+    pub keep_files: usize,
+    pub pii: PiiMode,
+    /// Key of the keyed hash of personal values; without one, a random per-process key.
+    pub pii_key: Option<TokenSource>,
+    pub capture_bodies: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            traffic: TrafficSink::Stdout,
+            max_file_bytes: 100 * 1024 * 1024,
+            keep_files: 10,
+            pii: PiiMode::Hash,
+            pii_key: None,
+            capture_bodies: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrafficSink {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PiiMode {
+    Hash,
+    Plain,
+    Omit,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,6 +330,8 @@ pub struct Route {
     pub token_expires: Option<std::time::SystemTime>,
     /// Warn this long before `token_expires`.
     pub token_warn: Duration,
+    /// Rewrite URLs inside JSON bodies too (headers are always rewritten).
+    pub rewrite_body_urls: bool,
     pub clients: Vec<Client>,
 }
 
@@ -404,6 +459,7 @@ impl Validator {
         let limits = self.limits(raw.limits.unwrap_or_default());
         let egress = self.egress(raw.egress.unwrap_or_default(), base_dir);
         let reload = self.reload(raw.reload.unwrap_or_default());
+        let log = self.log(raw.log.unwrap_or_default(), base_dir);
         let routes = self.routes(raw.routes, base_dir);
         if let (Some(a), l) = (&admin, &listen)
             && a.addr == l.addr
@@ -418,6 +474,7 @@ impl Validator {
             limits,
             egress,
             reload,
+            log,
             routes,
         }
     }
@@ -641,6 +698,57 @@ impl Validator {
         } else {
             self.problem(key, format!("{n} bytes is out of range ({min} to {max})"));
             default
+        }
+    }
+
+    fn log(&mut self, raw: RawLog, base_dir: &Path) -> Log {
+        let d = Log::default();
+        let traffic = match raw.traffic.as_deref() {
+            None | Some("stdout") => TrafficSink::Stdout,
+            Some("off") => TrafficSink::Off,
+            Some("") => {
+                self.problem("log.traffic", "expected \"stdout\", \"off\" or a file path");
+                d.traffic.clone()
+            }
+            Some(path) => TrafficSink::File(base_dir.join(path)),
+        };
+        let pii = match raw.pii.as_deref() {
+            None | Some("hash") => PiiMode::Hash,
+            Some("plain") => PiiMode::Plain,
+            Some("omit") => PiiMode::Omit,
+            Some(other) => {
+                self.problem(
+                    "log.pii",
+                    format!("{other:?}: expected \"hash\", \"plain\" or \"omit\""),
+                );
+                PiiMode::Hash
+            }
+        };
+        let pii_key = match (raw.pii_key_file, raw.pii_key_env) {
+            (Some(f), None) => Some(TokenSource::File(base_dir.join(f))),
+            (None, Some(e)) => Some(TokenSource::Env(e)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "log.pii_key_file",
+                    "set at most one of pii_key_file and pii_key_env",
+                );
+                None
+            }
+        };
+        Log {
+            traffic,
+            max_file_bytes: self.size(
+                "log.max_file_bytes",
+                raw.max_file_bytes,
+                d.max_file_bytes,
+                4096,
+                u64::MAX,
+            ),
+            keep_files: self.count("log.keep_files", raw.keep_files, d.keep_files, 0, 1000),
+            pii,
+            pii_key,
+            capture_bodies: raw.capture_bodies.unwrap_or(false),
         }
     }
 
@@ -917,6 +1025,7 @@ impl Validator {
             upstream_auth,
             token_expires,
             token_warn: Duration::from_secs(u64::try_from(token_warn_days).unwrap_or(14) * 86_400),
+            rewrite_body_urls: r.rewrite_body_urls.unwrap_or(true),
             clients,
         })
     }

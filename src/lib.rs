@@ -2,9 +2,12 @@
 //!
 //! `start` is what `main` and the tests both call: it binds the listeners and serves until `shutdown`.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod body_filter;
+pub mod body_rewrite;
 pub mod config;
 pub mod demo;
 pub mod devcerts;
@@ -15,11 +18,14 @@ pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;
+pub mod report;
 pub mod rewrite;
 pub mod route;
 pub mod runtime;
+pub mod scim_op;
 pub mod secret;
 pub mod tls;
+pub mod traffic_log;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -77,7 +83,7 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
         })?),
         None => None,
     };
-    let shared = Shared::new(snapshot, config_path);
+    let shared = Shared::new(snapshot, config_path)?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let proxy_addr = listener.local_addr()?;
@@ -93,6 +99,10 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
     if shared.config_path.is_some() {
         tasks.spawn(reload::watch(shared.clone(), shutdown.clone()));
     }
+    tasks.spawn(metrics::watch_token_expiry(
+        shared.clone(),
+        shutdown.clone(),
+    ));
     Ok(Running {
         proxy_addr,
         admin_addr,

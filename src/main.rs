@@ -45,6 +45,14 @@ enum Command {
     },
     /// Read a bearer token on stdin and print the token_sha256 value for [[routes.clients]].
     HashToken,
+    /// Summarise traffic logs per IdP: operations, outcomes, and failures grouped by upstream reason.
+    Report {
+        /// Traffic log files (JSON lines); standard input when none.
+        files: Vec<PathBuf>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a throwaway CA and a server certificate for local testing (never for production).
     DevCerts {
         /// Directory to write ca.pem, server.crt and server.key (0600) into.
@@ -73,6 +81,16 @@ fn main() -> ExitCode {
         Command::HashToken => hash_token(),
         Command::Check { config } => check(&config),
         Command::DevCerts { dir, names } => dev_certs(&dir, &names),
+        Command::Report { files, json } => {
+            let mut out = std::io::stdout().lock();
+            match scim_proxy::report::run(&files, json, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("report: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => with_runtime(serve(config)),
         Command::Demo { listen, once } => with_runtime(async move {
             match scim_proxy::demo::run(listen, once).await {

@@ -250,3 +250,43 @@ pub fn readiness_problems(snapshot: &Snapshot, accepting: bool, now: SystemTime)
     }
     problems
 }
+
+/// Logs a warning once a day per route from `token_warn` before `token_expires`, so the v2
+/// token never expires by surprise. After expiry every request logs an error (see proxy).
+pub async fn watch_token_expiry(
+    shared: std::sync::Arc<crate::runtime::Shared>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut last_warned: std::collections::HashMap<String, std::time::Instant> = Default::default();
+    loop {
+        let now = SystemTime::now();
+        for route in &shared.state.load().config.routes {
+            let Some(expires) = route.token_expires else {
+                continue;
+            };
+            let Ok(left) = expires.duration_since(now) else {
+                continue;
+            };
+            if left > route.token_warn {
+                continue;
+            }
+            let due = last_warned
+                .get(&route.name)
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(86_400));
+            if due {
+                last_warned.insert(route.name.clone(), std::time::Instant::now());
+                tracing::warn!(
+                    route = %route.name,
+                    expires = %humantime::format_rfc3339_seconds(expires),
+                    days_left = left.as_secs() / 86_400,
+                    "the route's REST API v2 token expires soon: issue a new one (Settings > Tools > REST API v2), write it to {} and update token_expires",
+                    route.token
+                );
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}

@@ -22,8 +22,10 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use crate::access::{Exchange, Logged};
 use crate::auth::{self, AuthOutcome};
 use crate::body::{BoxError, ProxyBody};
+use crate::body_filter;
 use crate::config::{Listen, UpstreamAuth};
 use crate::error::{ErrorKind, Origin, ProxyError, classify_upstream_error};
 use crate::headers;
@@ -31,6 +33,7 @@ use crate::listener::ConnState;
 use crate::rewrite::{self, Base};
 use crate::route::{self, RouteError};
 use crate::runtime::{Shared, Snapshot};
+use crate::scim_op;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static NETSKOPE_API_TOKEN: HeaderName = HeaderName::from_static("netskope-api-token");
@@ -82,64 +85,48 @@ where
     }
 }
 
-/// What the access log line says about one request, filled in as the phases run.
-#[derive(Default)]
-struct Outcome {
-    client_ip: Option<IpAddr>,
-    route: Option<String>,
-    client: Option<String>,
-    auth: Option<&'static str>,
-    upstream_status: Option<u16>,
-    error: Option<ErrorKind>,
-    retried: bool,
-}
-
 async fn handle<B>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<B>) -> Response<ProxyBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let started = Instant::now();
     let in_flight = conn.state.request_started();
     let snapshot = shared.state.load_full();
     let request_id = request_id(req.headers());
-    let method = req.method().clone();
-    // Logged without the query: filters carry user names, and a misplaced credential could ride there.
-    let path = req.uri().path().to_owned();
-    let mut outcome = Outcome::default();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let mut exchange = Exchange::new(
+        request_id,
+        req.method().clone(),
+        path_and_query,
+        conn.peer.ip(),
+    );
 
-    let forwarded = forward(&shared, &snapshot, &conn, req, &request_id, &mut outcome).await;
+    let forwarded = forward(&shared, &snapshot, &conn, req, &mut exchange).await;
     let mut res = match forwarded {
         Ok(res) => res,
         Err(e) => {
-            outcome.error = Some(e.kind);
+            exchange.error = Some(e.kind);
             if e.kind.origin() != Origin::Downstream {
-                tracing::warn!(request_id = %request_id, kind = e.kind.as_str(), detail = %e.detail, "upstream failure");
+                tracing::warn!(
+                    request_id = %exchange.request_id,
+                    route = exchange.route.as_deref().unwrap_or("-"),
+                    kind = e.kind.as_str(),
+                    detail = %e.detail,
+                    "upstream failure"
+                );
             }
             e.into_response()
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = HeaderValue::from_str(&exchange.request_id) {
         res.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
-    tracing::info!(
-        target: "scim_proxy::access",
-        request_id = %request_id,
-        src_ip = %outcome.client_ip.unwrap_or(conn.peer.ip()),
-        method = %method,
-        path = %path,
-        route = outcome.route.as_deref().unwrap_or("-"),
-        client = outcome.client.as_deref().unwrap_or("-"),
-        auth = outcome.auth.unwrap_or("-"),
-        status = res.status().as_u16(),
-        upstream_status = outcome.upstream_status.unwrap_or(0),
-        error = outcome.error.map(|k| k.as_str()).unwrap_or("-"),
-        retried = outcome.retried,
-        duration_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
-    // The connection counts as busy until the response body has gone out.
-    res.map(|body| Guarded::new(body, in_flight).boxed_unsync())
+    let status = res.status().as_u16();
+    // Logged, counted and the connection freed when the response body has gone out.
+    res.map(|body| Logged::new(body, exchange, status, shared, snapshot, in_flight).boxed_unsync())
 }
 
 async fn forward<B>(
@@ -147,8 +134,7 @@ async fn forward<B>(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     req: Request<B>,
-    request_id: &str,
-    outcome: &mut Outcome,
+    exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -158,7 +144,7 @@ where
     let config = &snapshot.config;
 
     let client_ip = client_ip(&config.listen, conn, &parts.headers);
-    outcome.client_ip = Some(client_ip);
+    exchange.client_ip = client_ip;
     if client_ip != conn.peer.ip() && !config.listen.is_allowed(client_ip) {
         return Err(ProxyError::new(
             ErrorKind::Forbidden,
@@ -179,7 +165,18 @@ where
     let (route, runtime) = snapshot
         .route(index)
         .ok_or_else(|| ProxyError::new(ErrorKind::Internal, "route table out of step"))?;
-    outcome.route = Some(route.name.clone());
+    exchange.route = Some(route.name.clone());
+    if let Some(expires) = route.token_expires
+        && expires <= std::time::SystemTime::now()
+    {
+        // Still forwarded: the upstream decides, and the IdP sees its real answer.
+        tracing::error!(
+            route = %route.name,
+            expired = %humantime::format_rfc3339_seconds(expires),
+            "the route's REST API v2 token is past token_expires: issue a new one and write it to {}",
+            route.token
+        );
+    }
 
     let mapped = route::map_path(route, parts.uri.path()).map_err(|e| match e {
         RouteError::UnknownHost | RouteError::NotFound => ProxyError::new(
@@ -201,7 +198,7 @@ where
             .iter()
             .map(|v| v.as_bytes()),
     );
-    outcome.auth = Some(auth.as_str());
+    exchange.auth = Some(auth.as_str());
     let client_index = match auth {
         AuthOutcome::Ok(i) => i,
         AuthOutcome::Missing => {
@@ -223,7 +220,7 @@ where
             ));
         }
     };
-    outcome.client = route.clients.get(client_index).map(|c| c.name.clone());
+    exchange.client = route.clients.get(client_index).map(|c| c.name.clone());
 
     let limits = &config.limits;
     let declared_len = content_length(&parts.headers)?;
@@ -272,23 +269,59 @@ where
             .headers
             .insert(NETSKOPE_API_TOKEN.clone(), runtime.token.header_value()),
     };
-    if let Ok(v) = HeaderValue::from_str(request_id) {
+    if let Ok(v) = HeaderValue::from_str(&exchange.request_id) {
         parts.headers.insert(X_REQUEST_ID.clone(), v);
     }
+    // The path after the prefix, for the SCIM reading, before the URI is replaced.
+    let rest = mapped.rest.to_owned();
     parts.uri = upstream_uri;
     parts.version = Version::HTTP_11;
 
-    // A bodiless idempotent request can be sent again if the connection breaks before an answer.
-    let replay = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        )
-    });
+    let method = parts.method.clone();
+    exchange.upstream_path = Some(path_and_query);
     let body_limit = usize::try_from(limits.max_body).unwrap_or(usize::MAX);
-    let upstream_req = Request::from_parts(parts, Limited::new(body, body_limit).boxed_unsync());
+    let body_urls = route
+        .rewrite_body_urls
+        .then_some(client_base.as_ref())
+        .flatten()
+        .map(|client| (client, &runtime.base));
+    if body_urls.is_some() {
+        // Compressed bodies cannot be rewritten: ask the upstream for plain ones.
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    // A bodiless idempotent request can be sent again if the connection breaks before an answer.
+    let replay = (is_idempotent(&method) && body.is_end_stream())
+        .then(|| (method.clone(), parts.uri.clone(), parts.headers.clone()));
+    let counted = Counted {
+        inner: body.map_err(Into::into).boxed_unsync(),
+        count: exchange.bytes_in.clone(),
+    };
+    let (body, request_json) = body_filter::request_body(
+        &mut parts.headers,
+        Limited::new(counted, body_limit).boxed_unsync(),
+        body_urls,
+    )
+    .await?;
+    let request_value = request_json
+        .as_ref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+    exchange.reading = Some(scim_op::read_request(
+        &method,
+        &rest,
+        exchange
+            .upstream_path
+            .as_deref()
+            .and_then(|p| p.split_once('?'))
+            .map(|(_, q)| q),
+        request_value.as_ref(),
+    ));
+    exchange.request_json = request_json;
+    let upstream_req = Request::from_parts(parts, body);
 
+    let sent = Instant::now();
     let deadline = tokio::time::Instant::now() + limits.upstream_timeout;
     let timeout_error = || {
         ProxyError::new(
@@ -306,8 +339,8 @@ where
         && is_reset_before_answer(e)
         && shared.retry_budget.try_take()
     {
-        tracing::info!(request_id = %request_id, error = %e, "connection to the upstream broke before an answer; retrying the idempotent request once");
-        outcome.retried = true;
+        tracing::info!(request_id = %exchange.request_id, error = %e, "connection to the upstream broke before an answer; retrying the idempotent request once");
+        exchange.retried = true;
         let mut again = Request::new(crate::body::empty());
         *again.method_mut() = method;
         *again.uri_mut() = uri;
@@ -316,12 +349,13 @@ where
             .await
             .map_err(|_| timeout_error())?;
     }
+    exchange.upstream_time = Some(sent.elapsed());
     let res = match result {
         Ok(res) => res,
         Err(e) if has_source::<LengthLimitError>(&e) => return Err(too_large(limits.max_body)),
         Err(e) => return Err(classify_upstream_error(&e)),
     };
-    outcome.upstream_status = Some(res.status().as_u16());
+    exchange.upstream_status = Some(res.status().as_u16());
 
     let (mut parts, body) = res.into_parts();
     parts.version = Version::HTTP_11;
@@ -330,8 +364,54 @@ where
         rewrite_location_headers(&mut parts.headers, &runtime.base, client_base);
     }
     redact_token_echo(&mut parts.headers, runtime.token.expose_for_redaction());
-    let body = Guarded::new(body.map_err(Into::into).boxed_unsync(), client_slot);
+    let down_urls = body_urls.map(|(client, upstream)| (upstream, client));
+    let (body, response_json) = body_filter::response_body(
+        &method,
+        parts.status,
+        &mut parts.headers,
+        body.map_err(Into::into).boxed_unsync(),
+        down_urls,
+        runtime.token.expose_for_redaction(),
+    )
+    .await?;
+    exchange.response_json = response_json;
+    let body = Guarded::new(body, client_slot);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// Counts request body bytes for the traffic log's `bytes_in`.
+struct Counted<B> {
+    inner: B,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn too_large(max: u64) -> ProxyError {

@@ -52,7 +52,10 @@ pub fn reload_and_log(shared: &Shared, why: &str) {
         Ok(()) => tracing::info!(trigger = why, "configuration reloaded"),
         Err(problems) => {
             for p in &problems.0 {
-                tracing::error!(trigger = why, "reload refused, still serving the previous configuration: {p}");
+                tracing::error!(
+                    trigger = why,
+                    "reload refused, still serving the previous configuration: {p}"
+                );
             }
         }
     }
@@ -60,7 +63,10 @@ pub fn reload_and_log(shared: &Shared, why: &str) {
 
 /// Polls until `shutdown`. The files to watch are re-derived after every reload.
 pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut seen = stamps(&watched_files(&shared.state.load(), shared.config_path.as_ref()));
+    let mut seen = stamps(&watched_files(
+        &shared.state.load(),
+        shared.config_path.as_ref(),
+    ));
     loop {
         let interval = shared.state.load().config.reload.interval;
         tokio::select! {
@@ -83,7 +89,10 @@ pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
             .collect();
         reload_and_log(&shared, &format!("file change: {}", changed.join(", ")));
         // Remember what was seen even when the reload was refused: the next change retries.
-        seen = stamps(&watched_files(&shared.state.load(), shared.config_path.as_ref()));
+        seen = stamps(&watched_files(
+            &shared.state.load(),
+            shared.config_path.as_ref(),
+        ));
         for (f, s) in &now {
             if let Some(entry) = seen.iter_mut().find(|(g, _)| g == f) {
                 entry.1 = *s;

@@ -190,6 +190,7 @@ mod tests {
             upstream_auth: UpstreamAuth::Bearer,
             token_expires: None,
             token_warn: std::time::Duration::ZERO,
+            rewrite_body_urls: true,
             clients: vec![Client {
                 name: "okta".into(),
                 token_sha256: vec![[0; 32]],

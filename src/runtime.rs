@@ -13,10 +13,11 @@ use arc_swap::ArcSwap;
 use rustls_pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{self, Config, Problem, Problems, Route, TokenSource};
+use crate::config::{self, Config, PiiMode, Problem, Problems, Route, TokenSource, TrafficSink};
 use crate::rewrite::Base;
 use crate::secret::V2Token;
 use crate::tls;
+use crate::traffic_log::{Pii, PiiPolicy, TrafficLog};
 use crate::upstream::{self, Family, UpstreamClient};
 
 /// Everything one request needs, loaded at once. A request takes one snapshot and keeps it to the end.
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub client: UpstreamClient,
     upstream_roots: Vec<CertificateDer<'static>>,
     proxy_auth: Option<http::HeaderValue>,
+    /// How personal values are written to the traffic log.
+    pub pii: PiiPolicy,
     pub loaded_at: SystemTime,
 }
 
@@ -55,6 +58,9 @@ pub struct Shared {
     pub accepting: AtomicBool,
     pub retry_budget: RetryBudget,
     pub metrics: crate::metrics::Metrics,
+    pub auth_watch: crate::access::AuthWatch,
+    /// Opened once at start; moving it needs a restart.
+    pub traffic: Option<TrafficLog>,
 }
 
 /// Retries of idempotent requests after a connection reset, bounded so that a failing upstream
@@ -92,14 +98,29 @@ impl RetryBudget {
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Arc<Shared> {
-        Arc::new(Shared {
+    pub fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io::Result<Arc<Shared>> {
+        let log = &snapshot.config.log;
+        let traffic = match &log.traffic {
+            TrafficSink::Off => None,
+            TrafficSink::Stdout => Some(TrafficLog::stdout()),
+            TrafficSink::File(path) => Some(
+                TrafficLog::file(path, log.max_file_bytes, log.keep_files).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot open the traffic log {}: {e}", path.display()),
+                    )
+                })?,
+            ),
+        };
+        Ok(Arc::new(Shared {
             state: ArcSwap::from_pointee(snapshot),
             config_path,
             accepting: AtomicBool::new(false),
             retry_budget: RetryBudget::new(Duration::from_secs(10), 10),
             metrics: crate::metrics::Metrics::new(),
-        })
+            auth_watch: crate::access::AuthWatch::new(),
+            traffic,
+        }))
     }
 
     pub fn is_ready(&self) -> bool {
@@ -128,6 +149,14 @@ impl Shared {
         }
         if config.admin != current.config.admin {
             tracing::warn!("admin.addr changed: a restart is needed to move the admin listener");
+        }
+        if config.log.traffic != current.config.log.traffic
+            || config.log.max_file_bytes != current.config.log.max_file_bytes
+            || config.log.keep_files != current.config.log.keep_files
+        {
+            tracing::warn!(
+                "log.traffic, max_file_bytes or keep_files changed: a restart is needed to reopen the traffic log"
+            );
         }
         let next = build(config, Some(&current))?;
         self.state.store(Arc::new(next));
@@ -300,6 +329,50 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         None => None,
     };
 
+    let pii_mode = match config.log.pii {
+        PiiMode::Hash => Pii::Hash,
+        PiiMode::Plain => Pii::Plain,
+        PiiMode::Omit => Pii::Omit,
+    };
+    let pii = match &config.log.pii_key {
+        Some(source) => {
+            let key = match source {
+                TokenSource::File(_) => "log.pii_key_file",
+                TokenSource::Env(_) => "log.pii_key_env",
+            };
+            match read_token(source) {
+                Ok(k) if k.trim().len() >= 16 => {
+                    PiiPolicy::new(pii_mode, k.trim().as_bytes().to_vec())
+                }
+                Ok(_) => {
+                    problem(
+                        key.into(),
+                        format!("the PII hash key from {source} is shorter than 16 characters"),
+                    );
+                    PiiPolicy::new(pii_mode, process_pii_key())
+                }
+                Err(e) => {
+                    problem(key.into(), format!("the PII hash key from {source}: {e}"));
+                    PiiPolicy::new(pii_mode, process_pii_key())
+                }
+            }
+        }
+        None => PiiPolicy::new(pii_mode, process_pii_key()),
+    };
+    if let TrafficSink::File(path) = &config.log.traffic
+        && let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.is_dir()
+    {
+        problem(
+            "log.traffic".into(),
+            format!(
+                "the directory {} of the traffic log does not exist",
+                dir.display()
+            ),
+        );
+    }
+
     let client_tls = match tls::upstream_client_config(&upstream_roots) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -345,8 +418,21 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         client,
         upstream_roots,
         proxy_auth,
+        pii,
         loaded_at: SystemTime::now(),
     })
+}
+
+/// A random key for the PII hash, the same for every reload of this process (so hashes keep
+/// correlating until a restart; configure `log.pii_key_file` for stability across restarts).
+fn process_pii_key() -> Vec<u8> {
+    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = uuid::Uuid::new_v4().as_bytes().to_vec();
+        key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        key
+    })
+    .clone()
 }
 
 /// The in-flight counter of the same route and client in the previous snapshot, or a new one.

@@ -76,6 +76,16 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), String> {
         ),
         Err(e) => println!("\nThe flow FAILED: {e}"),
     }
+    let traffic = dir.join("traffic.log");
+    println!(
+        "\nWhat the traffic log says (scim-proxy report {}):\n",
+        traffic.display()
+    );
+    let mut report = Vec::new();
+    match crate::report::run(std::slice::from_ref(&traffic), false, &mut report) {
+        Ok(()) => println!("{}", String::from_utf8_lossy(&report)),
+        Err(e) => println!("  (no report: {e})"),
+    }
     if result.is_ok() && !once {
         println!("\nTry it yourself (Ctrl-C to stop):");
         let ca = dir.join("ca.pem");
@@ -130,6 +140,12 @@ fn demo_config(listen: SocketAddr, upstream: SocketAddr) -> String {
 addr = "{listen}"
 cert = "proxy.crt"
 key = "proxy.key"
+
+[admin]
+addr = "127.0.0.1:0"    # /healthz /readyz /metrics (port chosen at start)
+
+[log]
+traffic = "traffic.log" # one JSON line per request; `scim-proxy report traffic.log` summarises it
 
 [egress]
 bind_ip = "127.0.0.1"   # every upstream connection leaves from this address

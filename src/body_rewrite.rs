@@ -1,0 +1,1555 @@
+//! Streaming body rewriting: base URLs inside JSON strings (`JsonUrlRewriter`) and token redaction (`StreamRedact`).
+//!
+//! Both work on arbitrary chunkings with a small bounded carry, never validate or buffer the body, and
+//! pass any byte they do not rewrite through unchanged. `RewriteBody` / `RedactBody` apply them to an
+//! `http_body::Body` frame by frame.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::body::BoxError;
+use crate::rewrite::Base;
+
+/// One accepted spelling of the `from` base: origin bytes (compared ASCII-case-insensitively) then path.
+#[derive(Debug, Clone)]
+struct Pattern {
+    bytes: Vec<u8>,
+    ci_len: usize,
+}
+
+impl Pattern {
+    fn eq_at(&self, idx: usize, d: u8) -> bool {
+        let p = self.bytes[idx];
+        if idx < self.ci_len {
+            p.eq_ignore_ascii_case(&d)
+        } else {
+            p == d
+        }
+    }
+}
+
+/// Where the scanner is relative to JSON strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Outside any string: only `"` matters.
+    Outside,
+    /// At the start of a string, decoding it while it may still start with a pattern.
+    Matching,
+    /// Inside a string that is decided: copied through until the closing `"`.
+    InString { escaped: bool },
+}
+
+/// Escape decoding state while `Matching`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Esc {
+    None,
+    Backslash,
+    /// `n` hex digits of `\uXXXX` read into `v`; `high` is a preceding high surrogate.
+    Hex {
+        n: u8,
+        v: u32,
+        high: Option<u32>,
+    },
+    /// A high surrogate was read; a `\u` low surrogate must follow.
+    AfterHigh(u32),
+    AfterHighBackslash(u32),
+}
+
+/// What one decoded character did to the match.
+enum Verdict {
+    Continue,
+    Match,
+    Kill,
+}
+
+/// Streaming rewriter of JSON strings that start with the `from` base URL.
+///
+/// Feed it any chunking of the body; the output is the same as for one chunk. It only looks at
+/// string boundaries (`"` and `\`), so invalid JSON or non-JSON passes through byte for byte, except
+/// for quoted strings that do match. A matched prefix is written as `to`'s URL, unescaped; the rest
+/// of the string is copied exactly as it was (escapes included).
+#[derive(Debug, Clone)]
+pub struct JsonUrlRewriter {
+    patterns: Vec<Pattern>,
+    /// `to`'s URL as JSON string content.
+    replacement: Vec<u8>,
+    state: State,
+    /// Raw bytes of the current string since its opening quote, while `Matching` (bounded by the
+    /// longest pattern plus escape overhead: at most 12 raw bytes per decoded character).
+    pending: Vec<u8>,
+    /// Offset in `pending` where the character being decoded began.
+    char_start: usize,
+    /// Decoded bytes of the current string matched so far by every live pattern.
+    matched: usize,
+    /// Bit `i` set while `patterns[i]` still matches.
+    alive: u8,
+    esc: Esc,
+}
+
+impl JsonUrlRewriter {
+    pub fn new(from: &Base, to: &Base) -> Self {
+        let patterns = std::iter::once(from.origin())
+            .chain(from.origin_default_port())
+            .map(|origin| {
+                let mut bytes = origin.as_bytes().to_vec();
+                bytes.extend_from_slice(from.path().as_bytes());
+                Pattern {
+                    bytes,
+                    ci_len: origin.len(),
+                }
+            })
+            .collect();
+        JsonUrlRewriter {
+            patterns,
+            replacement: json_escape(to.url().as_bytes(), false),
+            state: State::Outside,
+            pending: Vec::new(),
+            char_start: 0,
+            matched: 0,
+            alive: 0,
+            esc: Esc::None,
+        }
+    }
+
+    /// Rewrites `input`, appending to `out`; may hold back the start of an undecided string.
+    pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        // Bytes outside `Matching` come out as they went in: they are copied in runs from `copied`.
+        let mut copied = 0;
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                State::Outside => match find2(&input[i..], b'"', b'"') {
+                    None => i = input.len(),
+                    Some(k) => {
+                        i += k + 1;
+                        // Most strings (keys, ids) are decided by their first byte.
+                        if input.get(i).is_some_and(|&b| !self.may_start(b)) {
+                            self.state = State::InString { escaped: false };
+                        } else {
+                            out.extend_from_slice(&input[copied..i]);
+                            copied = i;
+                            self.begin_string();
+                        }
+                    }
+                },
+                State::InString { escaped: true } => {
+                    i += 1;
+                    self.state = State::InString { escaped: false };
+                }
+                State::InString { escaped: false } => match find2(&input[i..], b'"', b'\\') {
+                    None => i = input.len(),
+                    Some(k) => {
+                        i += k;
+                        self.state = if input[i] == b'"' {
+                            State::Outside
+                        } else {
+                            State::InString { escaped: true }
+                        };
+                        i += 1;
+                    }
+                },
+                State::Matching => {
+                    if self.step(input[i], out) {
+                        i += 1;
+                    }
+                    copied = i;
+                }
+            }
+        }
+        out.extend_from_slice(&input[copied..]);
+    }
+
+    /// Ends the body: an undecided string (truncated input) is emitted unchanged. Resets for reuse.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        if self.state == State::Matching {
+            out.extend_from_slice(&self.pending);
+        }
+        self.pending.clear();
+        self.state = State::Outside;
+    }
+
+    fn begin_string(&mut self) {
+        self.state = State::Matching;
+        self.pending.clear();
+        self.char_start = 0;
+        self.matched = 0;
+        // At most two patterns (origin, origin with default port).
+        self.alive = (1u8 << self.patterns.len()) - 1;
+        self.esc = Esc::None;
+    }
+
+    /// One raw byte while `Matching`. Returns false when `b` must be re-read in the new state.
+    fn step(&mut self, b: u8, out: &mut BytesMut) -> bool {
+        let decoded: Option<([u8; 4], usize)> = match self.esc {
+            Esc::None => match b {
+                b'"' => {
+                    if self.complete_pattern() {
+                        out.extend_from_slice(&self.replacement);
+                    } else {
+                        out.extend_from_slice(&self.pending);
+                    }
+                    out.extend_from_slice(b"\"");
+                    self.pending.clear();
+                    self.state = State::Outside;
+                    return true;
+                }
+                b'\\' => {
+                    self.char_start = self.pending.len();
+                    self.accept(b, Esc::Backslash);
+                    return true;
+                }
+                _ => {
+                    self.char_start = self.pending.len();
+                    Some(([b, 0, 0, 0], 1))
+                }
+            },
+            Esc::Backslash => match b {
+                b'u' => {
+                    self.accept(
+                        b,
+                        Esc::Hex {
+                            n: 0,
+                            v: 0,
+                            high: None,
+                        },
+                    );
+                    return true;
+                }
+                _ => simple_escape(b).map(|d| ([d, 0, 0, 0], 1)),
+            },
+            Esc::Hex { n, v, high } => match hex_val(b) {
+                None => None,
+                Some(h) => {
+                    let v = (v << 4) | h;
+                    if n < 3 {
+                        self.accept(b, Esc::Hex { n: n + 1, v, high });
+                        return true;
+                    }
+                    match (high, v) {
+                        (None, 0xD800..=0xDBFF) => {
+                            self.accept(b, Esc::AfterHigh(v));
+                            return true;
+                        }
+                        (Some(h), 0xDC00..=0xDFFF) => {
+                            utf8(0x10000 + ((h - 0xD800) << 10) + (v - 0xDC00))
+                        }
+                        (None, _) => utf8(v),
+                        (Some(_), _) => None,
+                    }
+                }
+            },
+            Esc::AfterHigh(h) => {
+                if b == b'\\' {
+                    self.accept(b, Esc::AfterHighBackslash(h));
+                    return true;
+                }
+                None
+            }
+            Esc::AfterHighBackslash(h) => {
+                if b == b'u' {
+                    self.accept(
+                        b,
+                        Esc::Hex {
+                            n: 0,
+                            v: 0,
+                            high: Some(h),
+                        },
+                    );
+                    return true;
+                }
+                None
+            }
+        };
+        let verdict = match decoded {
+            // Invalid escapes and lone surrogates can never be part of the base.
+            None => Verdict::Kill,
+            Some((buf, len)) => self.judge(&buf[..len]),
+        };
+        match verdict {
+            Verdict::Continue => {
+                self.accept(b, Esc::None);
+                true
+            }
+            Verdict::Match => {
+                // The boundary character (`/`, `?`, `#`) stays as it was written.
+                self.pending.push(b);
+                out.extend_from_slice(&self.replacement);
+                out.extend_from_slice(&self.pending[self.char_start..]);
+                self.pending.clear();
+                self.state = State::InString { escaped: false };
+                true
+            }
+            Verdict::Kill => {
+                // `b` is not taken: it is re-read by the plain string scanner, which must know
+                // whether it follows a backslash (`\q` consumes `q`; in `\u1"` the quote ends the string).
+                let escaped = matches!(self.esc, Esc::Backslash | Esc::AfterHighBackslash(_));
+                out.extend_from_slice(&self.pending);
+                self.pending.clear();
+                self.state = State::InString { escaped };
+                false
+            }
+        }
+    }
+
+    /// Whether a string whose content begins with `b` may match (escapes are decoded first).
+    fn may_start(&self, b: u8) -> bool {
+        b == b'\\' || self.patterns.iter().any(|p| p.eq_at(0, b))
+    }
+
+    fn accept(&mut self, b: u8, esc: Esc) {
+        self.pending.push(b);
+        self.esc = esc;
+    }
+
+    fn complete_pattern(&self) -> bool {
+        self.patterns
+            .iter()
+            .enumerate()
+            .any(|(i, p)| self.alive & (1 << i) != 0 && p.bytes.len() == self.matched)
+    }
+
+    /// Applies one decoded character (its UTF-8 bytes) to every live pattern.
+    fn judge(&mut self, d: &[u8]) -> Verdict {
+        let mut alive = self.alive;
+        for (k, &byte) in d.iter().enumerate() {
+            let pos = self.matched + k;
+            for (i, p) in self.patterns.iter().enumerate() {
+                if alive & (1 << i) == 0 {
+                    continue;
+                }
+                if pos < p.bytes.len() {
+                    if !p.eq_at(pos, byte) {
+                        alive &= !(1 << i);
+                    }
+                } else if k == 0 && matches!(byte, b'/' | b'?' | b'#') {
+                    return Verdict::Match;
+                } else {
+                    alive &= !(1 << i);
+                }
+            }
+            if alive == 0 {
+                return Verdict::Kill;
+            }
+        }
+        self.alive = alive;
+        self.matched += d.len();
+        Verdict::Continue
+    }
+
+    fn is_idle(&self) -> bool {
+        self.state != State::Matching || self.pending.is_empty()
+    }
+}
+
+fn simple_escape(b: u8) -> Option<u8> {
+    Some(match b {
+        b'"' | b'\\' | b'/' => b,
+        b'b' => 0x08,
+        b'f' => 0x0C,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        _ => return None,
+    })
+}
+
+fn hex_val(b: u8) -> Option<u32> {
+    (b as char).to_digit(16)
+}
+
+fn utf8(cp: u32) -> Option<([u8; 4], usize)> {
+    let c = char::from_u32(cp)?;
+    let mut buf = [0u8; 4];
+    let len = c.encode_utf8(&mut buf).len();
+    Some((buf, len))
+}
+
+/// JSON string content for `s`: `"` and `\` (and control bytes) escaped; `/` too when `slash`.
+fn json_escape(s: &[u8], slash: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for &b in s {
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            b'/' if slash => out.extend_from_slice(b"\\/"),
+            0x00..=0x1F => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xF)]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+/// Index of the first `a` or `b` in `hay`. Eight bytes at a time (SWAR) since `memchr` is not a
+/// direct dependency; the lowest flagged byte of the zero-byte test is always exact.
+fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let va = LO * u64::from(a);
+    let vb = LO * u64::from(b);
+    let mut chunks = hay.chunks_exact(8);
+    let mut off = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        let xa = x ^ va;
+        let xb = x ^ vb;
+        let hit = (xa.wrapping_sub(LO) & !xa & HI) | (xb.wrapping_sub(LO) & !xb & HI);
+        if hit != 0 {
+            return Some(off + (hit.trailing_zeros() / 8) as usize);
+        }
+        off += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == a || c == b)
+        .map(|k| off + k)
+}
+
+/// One-shot form of [`JsonUrlRewriter`].
+pub fn rewrite_json(input: &[u8], from: &Base, to: &Base) -> Vec<u8> {
+    let mut rw = JsonUrlRewriter::new(from, to);
+    let mut out = BytesMut::with_capacity(input.len() + input.len() / 8 + 64);
+    rw.feed(input, &mut out);
+    rw.finish(&mut out);
+    out.into()
+}
+
+/// What a needle does at one position of the stream.
+enum At {
+    Full(usize),
+    /// The remaining bytes are a proper prefix of a (longer) needle: wait for more.
+    Partial,
+    No,
+}
+
+/// Streaming replacement of a secret (and its JSON-escaped spellings) in any byte stream.
+///
+/// Leftmost matches are replaced, the longest when spellings overlap; the result equals a naive
+/// `replace` over the whole body for any chunking. The carry between chunks is shorter than the
+/// longest spelling. The replacement should share no byte with the needle, or the output could
+/// still contain it where a replacement abuts original bytes.
+#[derive(Debug, Clone)]
+pub struct StreamRedact {
+    needles: Vec<Vec<u8>>,
+    first: [bool; 256],
+    max_len: usize,
+    replacement: Vec<u8>,
+    carry: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl StreamRedact {
+    /// Redacts `needle` as is and as it appears inside JSON strings (`"`, `\` escaped, with or
+    /// without `/` escaped as `\/`). An empty needle redacts nothing.
+    pub fn new(needle: &[u8], replacement: &[u8]) -> Self {
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        if !needle.is_empty() {
+            for n in [
+                needle.to_vec(),
+                json_escape(needle, false),
+                json_escape(needle, true),
+            ] {
+                if !needles.contains(&n) {
+                    needles.push(n);
+                }
+            }
+        }
+        let mut first = [false; 256];
+        for n in &needles {
+            first[usize::from(n[0])] = true;
+        }
+        StreamRedact {
+            max_len: needles.iter().map(Vec::len).max().unwrap_or(0),
+            needles,
+            first,
+            replacement: replacement.to_vec(),
+            carry: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        if self.needles.is_empty() {
+            out.extend_from_slice(input);
+            return;
+        }
+        let mut start = 0;
+        if !self.carry.is_empty() {
+            // Positions inside the carry see it joined with enough of `input` to decide: a match
+            // starting there is at most `max_len` long.
+            let c = self.carry.len();
+            let take = input.len().min(self.max_len - 1);
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            scratch.extend_from_slice(&self.carry);
+            scratch.extend_from_slice(&input[..take]);
+            self.carry.clear();
+            let mut i = 0;
+            while i < c {
+                match self.at(&scratch[i..], false) {
+                    At::Full(len) => {
+                        out.extend_from_slice(&self.replacement);
+                        i += len;
+                    }
+                    At::Partial => {
+                        // Only possible when all of `input` is in `scratch`.
+                        self.carry.extend_from_slice(&scratch[i..]);
+                        self.scratch = scratch;
+                        return;
+                    }
+                    At::No => {
+                        out.extend_from_slice(&scratch[i..=i]);
+                        i += 1;
+                    }
+                }
+            }
+            self.scratch = scratch;
+            start = i - c;
+        }
+        self.scan(&input[start..], out);
+    }
+
+    /// Emits what is still held back (no needle can complete any more). Resets for reuse.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        let carry = std::mem::take(&mut self.carry);
+        let mut i = 0;
+        while i < carry.len() {
+            match self.at(&carry[i..], true) {
+                At::Full(len) => {
+                    out.extend_from_slice(&self.replacement);
+                    i += len;
+                }
+                At::Partial | At::No => {
+                    out.extend_from_slice(&carry[i..=i]);
+                    i += 1;
+                }
+            }
+        }
+        self.carry = carry;
+        self.carry.clear();
+    }
+
+    fn scan(&mut self, hay: &[u8], out: &mut BytesMut) {
+        let mut run = 0;
+        let mut j = 0;
+        while j < hay.len() {
+            if !self.first[usize::from(hay[j])] {
+                j += 1;
+                continue;
+            }
+            match self.at(&hay[j..], false) {
+                At::Full(len) => {
+                    out.extend_from_slice(&hay[run..j]);
+                    out.extend_from_slice(&self.replacement);
+                    j += len;
+                    run = j;
+                }
+                At::Partial => {
+                    out.extend_from_slice(&hay[run..j]);
+                    self.carry.extend_from_slice(&hay[j..]);
+                    return;
+                }
+                At::No => j += 1,
+            }
+        }
+        out.extend_from_slice(&hay[run..]);
+    }
+
+    /// The match at the start of `hay`; `last` when no more bytes will follow.
+    fn at(&self, hay: &[u8], last: bool) -> At {
+        let mut best = 0;
+        for n in &self.needles {
+            if hay.len() >= n.len() {
+                if hay.starts_with(n) {
+                    best = best.max(n.len());
+                }
+            } else if !last && n.starts_with(hay) {
+                // A longer spelling may still match here.
+                return At::Partial;
+            }
+        }
+        if best > 0 { At::Full(best) } else { At::No }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.carry.is_empty()
+    }
+}
+
+/// The byte transformers a body wrapper can drive.
+trait Transform {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut);
+    fn finish(&mut self, out: &mut BytesMut);
+    fn is_idle(&self) -> bool;
+}
+
+impl Transform for JsonUrlRewriter {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        JsonUrlRewriter::feed(self, input, out);
+    }
+    fn finish(&mut self, out: &mut BytesMut) {
+        JsonUrlRewriter::finish(self, out);
+    }
+    fn is_idle(&self) -> bool {
+        JsonUrlRewriter::is_idle(self)
+    }
+}
+
+impl Transform for StreamRedact {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        StreamRedact::feed(self, input, out);
+    }
+    fn finish(&mut self, out: &mut BytesMut) {
+        StreamRedact::finish(self, out);
+    }
+    fn is_idle(&self) -> bool {
+        StreamRedact::is_idle(self)
+    }
+}
+
+/// Shared body machinery: data frames go through `t`; other frames (trailers) pass after the
+/// transformer has been flushed, so no held-back byte ends up behind them.
+struct Transformed<B, T> {
+    inner: B,
+    t: T,
+    out: BytesMut,
+    /// A non-data frame waiting until the flushed bytes have been returned.
+    held: Option<Frame<Bytes>>,
+    done: bool,
+}
+
+impl<B, T> Transformed<B, T>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    T: Transform,
+{
+    fn new(inner: B, t: T) -> Self {
+        Transformed {
+            inner,
+            t,
+            out: BytesMut::new(),
+            held: None,
+            done: false,
+        }
+    }
+
+    fn take_out(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(Some(Ok(Frame::data(self.out.split().freeze()))))
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.held.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                None => {
+                    self.done = true;
+                    self.t.finish(&mut self.out);
+                    if !self.out.is_empty() {
+                        return self.take_out();
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        self.t.feed(&data, &mut self.out);
+                        // An empty result (all held back) is not worth a frame: poll on.
+                        if !self.out.is_empty() {
+                            return self.take_out();
+                        }
+                    }
+                    Err(frame) => {
+                        self.t.finish(&mut self.out);
+                        if self.out.is_empty() {
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        self.held = Some(frame);
+                        return self.take_out();
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_none() && (self.done || (self.inner.is_end_stream() && self.t.is_idle()))
+    }
+}
+
+/// A response or request body with base URLs in its JSON strings rewritten (see [`JsonUrlRewriter`]).
+/// Its length is unknown: the caller drops `Content-Length`.
+pub struct RewriteBody<B>(Transformed<B, JsonUrlRewriter>);
+
+impl<B> RewriteBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    pub fn new(inner: B, from: &Base, to: &Base) -> Self {
+        RewriteBody(Transformed::new(inner, JsonUrlRewriter::new(from, to)))
+    }
+}
+
+impl<B> Body for RewriteBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.get_mut().0.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// A body with a secret redacted (see [`StreamRedact`]). Its length is unknown.
+pub struct RedactBody<B>(Transformed<B, StreamRedact>);
+
+impl<B> RedactBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    pub fn new(inner: B, needle: &[u8], replacement: &[u8]) -> Self {
+        RedactBody(Transformed::new(
+            inner,
+            StreamRedact::new(needle, replacement),
+        ))
+    }
+}
+
+impl<B> Body for RedactBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.get_mut().0.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// A JSON response body for the client: upstream base URLs rewritten to `to`, then `secret`
+/// redacted (after rewriting, so a rewrite cannot reassemble it).
+pub fn rewrite_and_redact<B>(
+    inner: B,
+    from: &Base,
+    to: &Base,
+    secret: &[u8],
+    replacement: &[u8],
+) -> RedactBody<RewriteBody<B>>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    RedactBody::new(RewriteBody::new(inner, from, to), secret, replacement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewrite::rewrite_absolute;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    fn up() -> Base {
+        Base::new("https", "acme.goskope.com", "/api/v2/scim")
+    }
+    fn client() -> Base {
+        Base::new("https", "addon-acme.goskope.com", "/SCIM/v2")
+    }
+
+    const UP: &str = "https://acme.goskope.com/api/v2/scim";
+    const CL: &str = "https://addon-acme.goskope.com/SCIM/v2";
+
+    fn rw(s: &str) -> String {
+        String::from_utf8(rewrite_json(s.as_bytes(), &up(), &client())).unwrap()
+    }
+
+    /// Feeds `input` split at `splits` (taken modulo the length, any order).
+    fn chunked(input: &[u8], splits: &[usize], from: &Base, to: &Base) -> Vec<u8> {
+        let mut cuts: Vec<usize> = splits
+            .iter()
+            .map(|s| {
+                if input.is_empty() {
+                    0
+                } else {
+                    s % (input.len() + 1)
+                }
+            })
+            .collect();
+        cuts.sort_unstable();
+        let mut r = JsonUrlRewriter::new(from, to);
+        let mut out = BytesMut::new();
+        let mut prev = 0;
+        for c in cuts {
+            r.feed(&input[prev..c], &mut out);
+            prev = c;
+        }
+        r.feed(&input[prev..], &mut out);
+        r.finish(&mut out);
+        out.to_vec()
+    }
+
+    fn bytewise(input: &[u8], from: &Base, to: &Base) -> Vec<u8> {
+        let splits: Vec<usize> = (0..=input.len()).collect();
+        chunked(input, &splits, from, to)
+    }
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, String)] = &[
+            (
+                r#"{"meta":{"location":"https://acme.goskope.com/api/v2/scim/Users/1","version":"W/\"1\""}}"#,
+                format!(r#"{{"meta":{{"location":"{CL}/Users/1","version":"W/\"1\""}}}}"#),
+            ),
+            (
+                r#"{"members":[{"value":"1","$ref":"https://acme.goskope.com/api/v2/scim/Users/1"},{"$ref":"https://acme.goskope.com/api/v2/scim/Groups/g"}]}"#,
+                format!(
+                    r#"{{"members":[{{"value":"1","$ref":"{CL}/Users/1"}},{{"$ref":"{CL}/Groups/g"}}]}}"#
+                ),
+            ),
+            (
+                r#"{"Resources":[{"id":"1","meta":{"location":"https://acme.goskope.com/api/v2/scim/Users/1"},"groups":[{"$ref":"https://acme.goskope.com/api/v2/scim/Groups/2"}]}],"totalResults":1}"#,
+                format!(
+                    r#"{{"Resources":[{{"id":"1","meta":{{"location":"{CL}/Users/1"}},"groups":[{{"$ref":"{CL}/Groups/2"}}]}}],"totalResults":1}}"#
+                ),
+            ),
+            (
+                r#"{"Operations":[{"method":"POST","bulkId":"q","location":"https://acme.goskope.com/api/v2/scim/Users/9","status":"201"}]}"#,
+                format!(
+                    r#"{{"Operations":[{{"method":"POST","bulkId":"q","location":"{CL}/Users/9","status":"201"}}]}}"#
+                ),
+            ),
+            // Escaped slashes: the prefix comes out plain, the rest as written.
+            (
+                r#"["https:\/\/acme.goskope.com\/api\/v2\/scim\/Users\/1"]"#,
+                format!(r#"["{CL}\/Users\/1"]"#),
+            ),
+            (
+                r#"["\u0068ttps://acme.goskope.com\u002fapi/v2/scim\u002FUsers"]"#,
+                format!(r#"["{CL}\u002FUsers"]"#),
+            ),
+            (
+                r#"{"https://acme.goskope.com/api/v2/scim/Schemas/x":1}"#,
+                format!(r#"{{"{CL}/Schemas/x":1}}"#),
+            ),
+            (
+                r#"["https://acme.goskope.com/api/v2/scim"]"#,
+                format!(r#"["{CL}"]"#),
+            ),
+            (
+                r#"["https://acme.goskope.com/api/v2/scim?a=b","https://acme.goskope.com/api/v2/scim#f"]"#,
+                format!(r#"["{CL}?a=b","{CL}#f"]"#),
+            ),
+            (
+                r#"["HTTPS://ACME.GOSKOPE.COM/api/v2/scim/Users"]"#,
+                format!(r#"["{CL}/Users"]"#),
+            ),
+            (
+                r#"["https://acme.goskope.com:443/api/v2/scim/Users"]"#,
+                format!(r#"["{CL}/Users"]"#),
+            ),
+            (
+                r#"["https://acme.goskope.com/api/v2/scim/Users/caf\u00e9","x"]"#,
+                format!(r#"["{CL}/Users/caf\u00e9","x"]"#),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(&rw(input), want, "{input}");
+            assert_eq!(
+                bytewise(input.as_bytes(), &up(), &client()),
+                want.as_bytes(),
+                "bytewise {input}"
+            );
+        }
+    }
+
+    #[test]
+    fn unchanged() {
+        let cases = [
+            r#"{"description":"see https://acme.goskope.com/api/v2/scim/Users"}"#,
+            r#"[" https://acme.goskope.com/api/v2/scim/Users"]"#,
+            r#"["https://acme.goskope.com/api/v2/scimX"]"#,
+            r#"["https://acme.goskope.com/api/v2/sci"]"#,
+            r#"["https://acme.goskope.com/API/v2/scim/Users"]"#,
+            r#"["https://acme.goskope.com:8443/api/v2/scim/Users"]"#,
+            r#"["https://acme.goskope.com.evil/api/v2/scim/Users"]"#,
+            r#"["http://acme.goskope.com/api/v2/scim/Users"]"#,
+            r#"["https://other.goskope.com/api/v2/scim/Users"]"#,
+            r#"["https://addon-acme.goskope.com/SCIM/v2/Users"]"#,
+            r#"["urn:ietf:params:scim:schemas:core:2.0:User",""]"#,
+            r#"["x\"https://acme.goskope.com/api/v2/scim/Users"]"#,
+            r#"["\\","\qhttps://acme.goskope.com/api/v2/scim/Users"]"#,
+            r#"["https://acme.goskope.com/api/v2/scim\u00e9"]"#,
+            r#"["https://acme.goskope.com/api/v2/scim\ud83d\ude00","\ud800x","\udc00"]"#,
+            r#"["\u006"]"#,
+            "https://acme.goskope.com/api/v2/scim/Users outside any string",
+            "<html><a href=https://acme.goskope.com/api/v2/scim/Users>x</a></html>",
+            "\u{0}\u{1}\u{ff}\\\\\\",
+            "",
+        ];
+        for input in cases {
+            assert_eq!(rw(input), input, "{input}");
+            assert_eq!(
+                bytewise(input.as_bytes(), &up(), &client()),
+                input.as_bytes()
+            );
+        }
+        let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        assert_eq!(rewrite_json(&binary, &up(), &client()), binary);
+    }
+
+    #[test]
+    fn unescaped_quote_in_broken_unicode_escape_ends_the_string() {
+        // `\u1"`: the quote is not part of the escape, so the next string is a real one.
+        let input = format!(r#"["\u1","{UP}/Users"]"#);
+        assert_eq!(rw(&input), format!(r#"["\u1","{CL}/Users"]"#));
+    }
+
+    #[test]
+    fn lone_high_surrogate_then_escape() {
+        // `\"` after a lone high surrogate is still an escaped quote, not the end of the string.
+        let input = format!(r#"["\ud800\"x","{UP}/Users","\ud800\q"]"#);
+        assert_eq!(
+            rw(&input),
+            format!(r#"["\ud800\"x","{CL}/Users","\ud800\q"]"#)
+        );
+    }
+
+    #[test]
+    fn supplementary_chars_in_base_path() {
+        for (path, escaped) in [
+            ("/\u{1F600}", r"\ud83d\ude00"),
+            ("/\u{10FFFF}", r"\uDBFF\uDFFF"),
+        ] {
+            let from = Base::new("https", "h", path);
+            let input = format!(r#"["https://h/{escaped}/x","https://h/{escaped}x"]"#);
+            assert_eq!(
+                rewrite_json(input.as_bytes(), &from, &client()),
+                format!(r#"["{CL}/x","https://h/{escaped}x"]"#).as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_json() {
+        // Decided before the cut: rewritten.
+        assert_eq!(
+            rw(&format!(r#"{{"a":"{UP}/Us"#)),
+            format!(r#"{{"a":"{CL}/Us"#)
+        );
+        // Not decided (no boundary seen, or mid-escape): left as it was.
+        for cut in [
+            r#"{"a":"https://acme.goskope.com/api/v2/sc"#,
+            r#"{"a":"https://acme.goskope.com/api/v2/scim"#,
+            r#"{"a":"https://acme.goskope.com/api/v2/scim\"#,
+            r#"{"a":"https://acme.goskope.com/api/v2/scim\u00"#,
+            r#"{"a":"https:\/"#,
+            r#"{"a":""#,
+        ] {
+            assert_eq!(rw(cut), cut);
+        }
+    }
+
+    #[test]
+    fn string_ending_at_chunk_boundary() {
+        let input = format!(r#"{{"a":"{UP}","b":"{UP}/x"}}"#);
+        let want = format!(r#"{{"a":"{CL}","b":"{CL}/x"}}"#);
+        for cut in 0..=input.len() {
+            assert_eq!(
+                chunked(input.as_bytes(), &[cut], &up(), &client()),
+                want.as_bytes(),
+                "cut {cut}"
+            );
+        }
+        // Exactly: the first string's content ends, then its quote arrives in the next feed.
+        let end = input.find("\",").unwrap();
+        let mut r = JsonUrlRewriter::new(&up(), &client());
+        let mut out = BytesMut::new();
+        r.feed(&input.as_bytes()[..end], &mut out);
+        assert_eq!(&out[..], br#"{"a":""#);
+        r.feed(&input.as_bytes()[end..], &mut out);
+        r.finish(&mut out);
+        assert_eq!(&out[..], want.as_bytes());
+    }
+
+    #[test]
+    fn replacement_is_escaped_defensively() {
+        let odd = Base::new("https", "h", r#"/a"b\c"#);
+        assert_eq!(
+            rewrite_json(format!(r#"["{UP}/x"]"#).as_bytes(), &up(), &odd),
+            br#"["https://h/a\"b\\c/x"]"#
+        );
+    }
+
+    #[test]
+    fn empty_path_base() {
+        let from = Base::new("https", "h.example", "");
+        let cases = [
+            (r#"["https://h.example"]"#, format!(r#"["{CL}"]"#)),
+            (r#"["https://h.example/x"]"#, format!(r#"["{CL}/x"]"#)),
+            (r#"["https://h.example:443/x"]"#, format!(r#"["{CL}/x"]"#)),
+            (
+                r#"["https://h.example:4430/x"]"#,
+                r#"["https://h.example:4430/x"]"#.to_string(),
+            ),
+            (
+                r#"["https://h.examplex"]"#,
+                r#"["https://h.examplex"]"#.to_string(),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                rewrite_json(input.as_bytes(), &from, &client()),
+                want.as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn huge_string_is_streamed_not_buffered() {
+        // A matching 8 MB string and an 8 MB non-matching one, in 64 KiB frames.
+        let big = "a".repeat(8 << 20);
+        let input = format!(r#"{{"x":"{UP}/{big}","y":"{big}"}}"#);
+        let mut r = JsonUrlRewriter::new(&up(), &client());
+        let mut out = BytesMut::new();
+        let mut consumed = 0;
+        for chunk in input.as_bytes().chunks(64 << 10) {
+            r.feed(chunk, &mut out);
+            consumed += chunk.len();
+            assert!(r.pending.len() <= 12 * (UP.len() + 5) + 1);
+            // Everything but the small held-back part is already out.
+            assert!(out.len() + r.pending.len() + CL.len() >= consumed);
+            assert!(r.pending.capacity() < 4096);
+        }
+        r.finish(&mut out);
+        assert_eq!(
+            &out[..],
+            format!(r#"{{"x":"{CL}/{big}","y":"{big}"}}"#).as_bytes()
+        );
+    }
+
+    #[test]
+    fn find2_agrees_with_naive() {
+        let hay: Vec<u8> = (0..300u32).map(|i| (i * 37 % 251) as u8).collect();
+        for start in 0..hay.len() {
+            for (a, b) in [(b'"', b'\\'), (0, 0x80), (0xFF, 7)] {
+                let want = hay[start..].iter().position(|&c| c == a || c == b);
+                assert_eq!(find2(&hay[start..], a, b), want);
+            }
+        }
+    }
+
+    // ---- StreamRedact ----
+
+    fn redact_chunked(hay: &[u8], needle: &[u8], repl: &[u8], splits: &[usize]) -> Vec<u8> {
+        let mut cuts: Vec<usize> = splits.iter().map(|s| s % (hay.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut r = StreamRedact::new(needle, repl);
+        let mut out = BytesMut::new();
+        let mut prev = 0;
+        for c in cuts {
+            r.feed(&hay[prev..c], &mut out);
+            assert!(r.carry.len() < r.max_len.max(1));
+            prev = c;
+        }
+        r.feed(&hay[prev..], &mut out);
+        r.finish(&mut out);
+        out.to_vec()
+    }
+
+    /// Leftmost, longest-at-a-position replacement of several needles, the obvious way.
+    fn naive_replace(hay: &[u8], needles: &[Vec<u8>], repl: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < hay.len() {
+            let best = needles
+                .iter()
+                .filter(|n| !n.is_empty() && hay[i..].starts_with(n))
+                .map(Vec::len)
+                .max();
+            match best {
+                Some(len) => {
+                    out.extend_from_slice(repl);
+                    i += len;
+                }
+                None => {
+                    out.push(hay[i]);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn redact_table() {
+        let token = b"tok/en+1";
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"Bearer tok/en+1", b"Bearer [REDACTED]"),
+            (br#"{"t":"tok\/en+1"}"#, br#"{"t":"[REDACTED]"}"#),
+            (b"tok/en+tok/en+1tok/en+1", b"tok/en+[REDACTED][REDACTED]"),
+            (b"tok/en", b"tok/en"),
+            (b"", b""),
+        ];
+        for (hay, want) in cases {
+            let all: Vec<usize> = (0..=hay.len()).collect();
+            assert_eq!(redact_chunked(hay, token, b"[REDACTED]", &[]), *want);
+            assert_eq!(redact_chunked(hay, token, b"[REDACTED]", &all), *want);
+        }
+        // `"` and `\` in a secret are matched in their escaped spellings too.
+        assert_eq!(
+            redact_chunked(br#"a\"b\\c / a"b\c"#, br#"a"b\c"#, b"*", &[3]),
+            b"* / *"
+        );
+        assert_eq!(redact_chunked(b"abc", b"", b"*", &[1]), b"abc");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bodies_stream_and_keep_trailers() {
+        use http_body_util::BodyExt;
+
+        struct Frames(VecDeque<Frame<Bytes>>);
+        impl Body for Frames {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+                Poll::Ready(self.get_mut().0.pop_front().map(Ok))
+            }
+        }
+
+        let text = format!(r#"{{"location":"{UP}/Users/1","t":"s3cr3t","u":"{UP}"#);
+        let mut frames: VecDeque<Frame<Bytes>> = text
+            .as_bytes()
+            .chunks(5)
+            .map(|c| Frame::data(Bytes::copy_from_slice(c)))
+            .collect();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-t", http::HeaderValue::from_static("1"));
+        frames.push_back(Frame::trailers(trailers.clone()));
+
+        let body = rewrite_and_redact(Frames(frames), &up(), &client(), b"s3cr3t", b"***");
+        assert_eq!(body.size_hint().exact(), None);
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        // The unterminated last string was cut off by the trailers: left as it was.
+        assert_eq!(
+            collected.to_bytes(),
+            format!(r#"{{"location":"{CL}/Users/1","t":"***","u":"{UP}"#)
+        );
+
+        let empty = RewriteBody::new(Frames(VecDeque::new()), &up(), &client());
+        assert!(!empty.is_end_stream());
+        assert!(empty.collect().await.unwrap().to_bytes().is_empty());
+    }
+
+    // ---- property tests ----
+
+    /// One decoded character and how it is written in the JSON text. Invalid escapes and lone
+    /// surrogates decode to U+FFFF, which no base contains and is not a boundary.
+    #[derive(Debug, Clone)]
+    struct Unit {
+        raw: String,
+        decoded: String,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Seg {
+        /// Bytes outside strings (no `"`).
+        Other(Vec<u8>),
+        /// A string: its characters, then for an unterminated last string a dangling partial escape.
+        Str {
+            units: Vec<Unit>,
+            tail: String,
+            terminated: bool,
+        },
+    }
+
+    const SENTINEL: &str = "\u{FFFF}";
+
+    fn encode(c: char, how: u8) -> Unit {
+        let decoded = c.to_string();
+        let raw = match (c, how % 4) {
+            ('"', _) => r#"\""#.to_string(),
+            ('\\', _) => r"\\".to_string(),
+            ('/', 1) => r"\/".to_string(),
+            ('\n', _) => r"\n".to_string(),
+            (c, 2) if (c as u32) < 0x10000 => format!("\\u{:04x}", c as u32),
+            (c, 3) if (c as u32) < 0x10000 => format!("\\u{:04X}", c as u32),
+            (c, 2 | 3) => {
+                let mut b = [0u16; 2];
+                let s = c.encode_utf16(&mut b);
+                format!("\\u{:04x}\\u{:04X}", s[0], s[1])
+            }
+            (c, _) => c.to_string(),
+        };
+        Unit { raw, decoded }
+    }
+
+    const PREFIXES: &[&str] = &[
+        UP,
+        "https://acme.goskope.com:443/api/v2/scim",
+        "HTTPS://Acme.GoSkope.COM/api/v2/scim",
+        "https://acme.goskope.com/api/v2/scimX",
+        "https://acme.goskope.com/API/v2/scim",
+        "https://acme.goskope.com:4430/api/v2/scim",
+        "https://acme.goskope.co/api/v2/scim",
+        "http://acme.goskope.com/api/v2/scim",
+        " https://acme.goskope.com/api/v2/scim",
+        CL,
+        "https://",
+        "",
+    ];
+    /// Prefixes no string may start with for the "never matches" property.
+    const NEAR_MISSES: &[&str] = &[
+        "https://acme.goskope.com/api/v2/scimX",
+        "https://acme.goskope.com/API/v2/scim",
+        "https://acme.goskope.com:4430/api/v2/scim",
+        "https://acme.goskope.co/api/v2/scim",
+        "http://acme.goskope.com/api/v2/scim",
+        " https://acme.goskope.com/api/v2/scim",
+        "https://acme.goskope.com/api/v2/sci",
+        "",
+    ];
+    const CHARS: &[char] = &[
+        '/', '?', '#', 'a', 'Z', '0', ':', '.', '-', ' ', '"', '\\', '\n', 'é', '😀', 'u', 'x',
+    ];
+
+    /// Invalid escapes and lone surrogates, with what they decode to (`!` is the sentinel).
+    const INVALID: &[(&str, &str)] = &[
+        (r"\q", "!"),
+        (r"\x", "!"),
+        (r"\'", "!"),
+        (r"\u12G4", "!G4"),
+        (r"\ud800", "!"),
+        (r"\udc00x", "!x"),
+        (r"\ud800\q", "!"),
+        (r#"\ud800\""#, "!\""),
+        (r"\ud800\u0041", "!"),
+    ];
+
+    fn unit_strategy() -> impl Strategy<Value = Unit> {
+        prop_oneof![
+            8 => (prop::sample::select(CHARS), any::<u8>()).prop_map(|(c, h)| encode(c, h)),
+            1 => prop::sample::select(INVALID).prop_map(|(raw, decoded)| Unit {
+                raw: raw.to_string(),
+                decoded: decoded.replace('!', SENTINEL),
+            }),
+        ]
+    }
+
+    fn prefix_units(prefix: &str, hows: &[u8]) -> Vec<Unit> {
+        prefix
+            .chars()
+            .enumerate()
+            .map(|(i, c)| encode(c, hows.get(i).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    /// A string segment starting with one of `prefixes`, each character written plainly or
+    /// escaped (`plain_prefix` keeps the prefix unescaped).
+    fn string_seg(
+        prefixes: &'static [&'static str],
+        plain_prefix: bool,
+        escaped_tail: bool,
+    ) -> impl Strategy<Value = Seg> {
+        let tail_unit = if escaped_tail {
+            unit_strategy().boxed()
+        } else {
+            (prop::sample::select(CHARS), Just(0u8))
+                .prop_map(|(c, h)| encode(c, h))
+                .boxed()
+        };
+        (
+            prop::sample::select(prefixes),
+            prop::collection::vec(any::<u8>(), 64),
+            prop::collection::vec(tail_unit, 0..6),
+        )
+            .prop_map(move |(p, hows, tail)| {
+                let hows: Vec<u8> = if plain_prefix {
+                    vec![0; 64]
+                } else {
+                    hows.iter()
+                        .map(|h| if h % 3 == 0 { *h } else { 0 })
+                        .collect()
+                };
+                let mut units = prefix_units(p, &hows);
+                units.extend(tail);
+                Seg::Str {
+                    units,
+                    tail: String::new(),
+                    terminated: true,
+                }
+            })
+    }
+
+    fn other_seg() -> impl Strategy<Value = Seg> {
+        prop::collection::vec(
+            prop_oneof![
+                prop::sample::select(&b"{}[],: \n\\0123456789eEtrufalsn/:h\xff"[..]),
+                any::<u8>().prop_filter("no quote", |b| *b != b'"'),
+            ],
+            0..8,
+        )
+        .prop_map(Seg::Other)
+    }
+
+    /// A document of segments; only the last string may be unterminated (with a dangling escape).
+    fn doc(
+        prefixes: &'static [&'static str],
+        plain_prefix: bool,
+        escaped_tail: bool,
+        allow_truncation: bool,
+    ) -> impl Strategy<Value = Vec<Seg>> {
+        (
+            prop::collection::vec(
+                prop_oneof![
+                    other_seg(),
+                    string_seg(prefixes, plain_prefix, escaped_tail)
+                ],
+                0..10,
+            ),
+            any::<bool>(),
+            prop::sample::select(&["", "\\", "\\u", "\\u002", "\\ud83d", "\\ud83d\\"][..]),
+        )
+            .prop_map(move |(mut segs, truncate, dangling)| {
+                if allow_truncation
+                    && truncate
+                    && let Some(Seg::Str {
+                        tail, terminated, ..
+                    }) = segs.last_mut()
+                {
+                    *terminated = false;
+                    *tail = dangling.to_string();
+                }
+                segs
+            })
+    }
+
+    fn render(segs: &[Seg]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for s in segs {
+            match s {
+                Seg::Other(b) => out.extend_from_slice(b),
+                Seg::Str {
+                    units,
+                    tail,
+                    terminated,
+                } => {
+                    out.push(b'"');
+                    for u in units {
+                        out.extend_from_slice(u.raw.as_bytes());
+                    }
+                    out.extend_from_slice(tail.as_bytes());
+                    if *terminated {
+                        out.push(b'"');
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The expected output, from the decoded strings and `rewrite::rewrite_absolute`.
+    fn oracle(segs: &[Seg], from: &Base, to: &Base) -> (Vec<u8>, bool) {
+        let to_url = to.url();
+        let mut out = Vec::new();
+        let mut any_match = false;
+        for s in segs {
+            match s {
+                Seg::Other(b) => out.extend_from_slice(b),
+                Seg::Str {
+                    units,
+                    tail,
+                    terminated,
+                } => {
+                    out.push(b'"');
+                    let decoded: String = units.iter().map(|u| u.decoded.as_str()).collect();
+                    let n = rewrite_absolute(&decoded, from, to)
+                        .map(|r| decoded.len() - (r.len() - to_url.len()))
+                        // Unterminated: the boundary character must have been seen.
+                        .filter(|&n| *terminated || decoded.len() > n);
+                    let mut skip = 0;
+                    if let Some(n) = n {
+                        any_match = true;
+                        out.extend_from_slice(to_url.as_bytes());
+                        let mut at = 0;
+                        while at < n {
+                            at += units[skip].decoded.len();
+                            skip += 1;
+                        }
+                        assert_eq!(at, n);
+                    }
+                    for u in &units[skip..] {
+                        out.extend_from_slice(u.raw.as_bytes());
+                    }
+                    out.extend_from_slice(tail.as_bytes());
+                    if *terminated {
+                        out.push(b'"');
+                    }
+                }
+            }
+        }
+        (out, any_match)
+    }
+
+    fn splits() -> impl Strategy<Value = Vec<usize>> {
+        prop::collection::vec(any::<usize>(), 0..8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// (a) Any chunking gives the one-chunk output, for JSON-ish and arbitrary bytes.
+        #[test]
+        fn chunking_is_invisible(
+            segs in doc(PREFIXES, false, true, true),
+            noise in prop::collection::vec(any::<u8>(), 0..64),
+            at in any::<usize>(),
+            cuts in splits(),
+        ) {
+            let mut input = render(&segs);
+            let at = at % (input.len() + 1);
+            input.splice(at..at, noise);
+            let one = rewrite_json(&input, &up(), &client());
+            prop_assert_eq!(&chunked(&input, &cuts, &up(), &client()), &one);
+            prop_assert_eq!(&bytewise(&input, &up(), &client()), &one);
+        }
+
+        /// The output is exactly what decoding each string and `rewrite_absolute` predict.
+        #[test]
+        fn matches_oracle(segs in doc(PREFIXES, false, true, true), cuts in splits()) {
+            let input = render(&segs);
+            let (want, _) = oracle(&segs, &up(), &client());
+            prop_assert_eq!(&chunked(&input, &cuts, &up(), &client()), &want);
+        }
+
+        /// (b) Strings that do not start with the base are never changed.
+        #[test]
+        fn non_matching_is_unchanged(segs in doc(NEAR_MISSES, false, true, true), cuts in splits()) {
+            let input = render(&segs);
+            let (_, any_match) = oracle(&segs, &up(), &client());
+            prop_assert!(!any_match);
+            prop_assert_eq!(&chunked(&input, &cuts, &up(), &client()), &input);
+        }
+
+        /// (c) from→to then to→from is the identity when the base URLs were written plainly.
+        #[test]
+        fn round_trip(segs in doc(&PREFIXES[..1], true, true, true), cuts in splits()) {
+            let input = render(&segs);
+            let there = chunked(&input, &cuts, &up(), &client());
+            let back = chunked(&there, &cuts, &client(), &up());
+            prop_assert_eq!(back, input);
+        }
+
+        /// (d) Redaction equals a naive replace for any chunking and never leaves the needle.
+        #[test]
+        fn redact_is_naive_replace(
+            hay in prop::collection::vec(prop::sample::select(&b"ab/\\\"c"[..]), 0..80),
+            needle in prop::collection::vec(prop::sample::select(&b"ab/\\\""[..]), 1..6),
+            cuts in splits(),
+        ) {
+            let r = StreamRedact::new(&needle, b"*");
+            let got = redact_chunked(&hay, &needle, b"*", &cuts);
+            prop_assert_eq!(&got, &naive_replace(&hay, &r.needles, b"*"));
+            prop_assert!(!contains(&got, &needle));
+            if !needle.iter().any(|b| b"/\\\"".contains(b)) {
+                let s = String::from_utf8(hay.clone()).unwrap();
+                let n = String::from_utf8(needle.clone()).unwrap();
+                prop_assert_eq!(got, s.replace(&n, "*").into_bytes());
+            }
+        }
+    }
+
+    /// Rough throughput check: `cargo test --release --lib body_rewrite -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn perf_list_response() {
+        let mut doc = String::from(
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"Resources":["#,
+        );
+        let mut i = 0;
+        while doc.len() < 1 << 20 {
+            if i > 0 {
+                doc.push(',');
+            }
+            doc.push_str(&format!(
+                r#"{{"id":"{i}","userName":"user{i}@acme.example","name":{{"givenName":"Given","familyName":"Family"}},"emails":[{{"value":"user{i}@acme.example","primary":true}}],"active":true,"groups":[{{"value":"g{i}","$ref":"{UP}/Groups/g{i}"}}],"meta":{{"resourceType":"User","location":"{UP}/Users/{i}"}},"padding":"{pad}"}}"#,
+                pad = "x".repeat(180)
+            ));
+            i += 1;
+        }
+        doc.push_str("]}");
+        // Best of several runs: the machine may be busy.
+        let best = |f: &dyn Fn()| {
+            (0..30)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let ours = best(&|| {
+            std::hint::black_box(rewrite_json(doc.as_bytes(), &up(), &client()));
+        });
+        let serde = best(&|| {
+            let v: serde_json::Value = serde_json::from_slice(doc.as_bytes()).unwrap();
+            std::hint::black_box(serde_json::to_vec(&v).unwrap());
+        });
+        println!(
+            "{} bytes, {} URLs: rewrite {ours:?}, serde parse+serialise {serde:?}",
+            doc.len(),
+            i * 2
+        );
+        assert!(ours < serde);
+    }
+}
