@@ -57,6 +57,7 @@ struct RawConfig {
     egress: Option<RawEgress>,
     reload: Option<RawReload>,
     log: Option<RawLog>,
+    runtime: Option<RawRuntime>,
     #[serde(default)]
     routes: Vec<RawRoute>,
 }
@@ -88,6 +89,11 @@ struct RawLog {
     pii_key_file: Option<PathBuf>,
     pii_key_env: Option<String>,
     capture_bodies: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRuntime {
+    worker_threads: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +168,8 @@ pub struct Config {
     pub egress: Egress,
     pub reload: Reload,
     pub log: Log,
+    /// Tokio worker threads; None = one per core.
+    pub worker_threads: Option<usize>,
     pub routes: Vec<Route>,
 }
 
@@ -460,6 +468,10 @@ impl Validator {
         let egress = self.egress(raw.egress.unwrap_or_default(), base_dir);
         let reload = self.reload(raw.reload.unwrap_or_default());
         let log = self.log(raw.log.unwrap_or_default(), base_dir);
+        let worker_threads = raw
+            .runtime
+            .and_then(|r| r.worker_threads)
+            .map(|n| self.count("runtime.worker_threads", Some(n), 1, 1, 1024));
         let routes = self.routes(raw.routes, base_dir);
         if let (Some(a), l) = (&admin, &listen)
             && a.addr == l.addr
@@ -475,6 +487,7 @@ impl Validator {
             egress,
             reload,
             log,
+            worker_threads,
             routes,
         }
     }

@@ -91,7 +91,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config } => with_runtime(serve(config)),
+        Command::Serve { config } => {
+            // The runtime is sized before it starts: read [runtime] worker_threads first.
+            let threads = runtime::read_config(&config).ok().and_then(|c| c.worker_threads);
+            with_runtime_threads(threads, serve(config))
+        }
         Command::Demo { listen, once } => with_runtime(async move {
             match scim_proxy::demo::run(listen, once).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -117,10 +121,18 @@ fn init_logging(format: LogFormat) {
 }
 
 fn with_runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    with_runtime_threads(None, fut)
+}
+
+fn with_runtime_threads(
+    threads: Option<usize>,
+    fut: impl std::future::Future<Output = ExitCode>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    match builder.enable_all().build() {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
