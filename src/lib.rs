@@ -15,6 +15,7 @@ pub mod error;
 pub mod headers;
 pub mod listener;
 pub mod metrics;
+pub mod preflight;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;

@@ -42,6 +42,13 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also connect to every route's upstream through the configured egress and send an
+        /// authenticated GET /Users?count=1: what an admin runs before switching an IdP.
+        #[arg(long)]
+        live: bool,
+        /// Per-route time limit for --live.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        live_timeout: std::time::Duration,
     },
     /// Read a bearer token on stdin and print the token_sha256 value for [[routes.clients]].
     HashToken,
@@ -79,7 +86,11 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::HashToken => hash_token(),
-        Command::Check { config } => check(&config),
+        Command::Check {
+            config,
+            live,
+            live_timeout,
+        } => check(&config, live.then_some(live_timeout)),
         Command::DevCerts { dir, names } => dev_certs(&dir, &names),
         Command::Report { files, json } => {
             let mut out = std::io::stdout().lock();
@@ -93,7 +104,9 @@ fn main() -> ExitCode {
         }
         Command::Serve { config } => {
             // The runtime is sized before it starts: read [runtime] worker_threads first.
-            let threads = runtime::read_config(&config).ok().and_then(|c| c.worker_threads);
+            let threads = runtime::read_config(&config)
+                .ok()
+                .and_then(|c| c.worker_threads);
             with_runtime_threads(threads, serve(config))
         }
         Command::Demo { listen, once } => with_runtime(async move {
@@ -225,7 +238,7 @@ fn load(path: &std::path::Path) -> Result<scim_proxy::Snapshot, scim_proxy::Prob
     runtime::build(config, None)
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, live: Option<std::time::Duration>) -> ExitCode {
     // Loading builds a client and TLS acceptor; that needs a runtime context for the timer.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -241,7 +254,17 @@ fn check(path: &std::path::Path) -> ExitCode {
     match load(path) {
         Ok(snapshot) => {
             print_summary(&snapshot.config);
-            ExitCode::SUCCESS
+            let Some(timeout) = live else {
+                return ExitCode::SUCCESS;
+            };
+            println!();
+            let checks = rt.block_on(scim_proxy::preflight::run(&snapshot, timeout));
+            print!("{}", scim_proxy::preflight::render(&checks));
+            if checks.iter().all(|c| c.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(problems) => {
             for p in &problems.0 {

@@ -44,6 +44,17 @@ pub struct RouteRuntime {
 }
 
 impl Snapshot {
+    /// A fresh connector with this snapshot's egress and TLS settings (for `check --live`).
+    pub fn connector(&self) -> Result<upstream::Connector, String> {
+        let tls = tls::upstream_client_config(&self.upstream_roots)?;
+        upstream::build_connector(
+            &self.config.egress,
+            &self.config.limits,
+            tls,
+            self.proxy_auth.clone(),
+        )
+    }
+
     pub fn route(&self, i: usize) -> Option<(&Route, &RouteRuntime)> {
         Some((self.config.routes.get(i)?, self.routes.get(i)?))
     }

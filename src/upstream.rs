@@ -255,14 +255,14 @@ pub fn proxy_authorization(credentials: &str) -> Result<http::HeaderValue, Strin
     Ok(value)
 }
 
-/// Builds the one shared client./// Builds the one shared client. The pool timer makes the idle timeout effective (without it
-/// hyper-util never evicts, and a connection the upstream closed gets reused).
-pub fn build_client(
+/// The connector the proxy uses: egress (bind, forward proxy), connect retry, verified TLS with
+/// ALPN h2 + http/1.1. `check --live` uses the same one, so it tests the real path.
+pub fn build_connector(
     egress: &Egress,
     limits: &Limits,
     tls: rustls::ClientConfig,
     proxy_auth: Option<http::HeaderValue>,
-) -> Result<UpstreamClient, String> {
+) -> Result<Connector, String> {
     let mut http = HttpConnector::new_with_resolver(EgressResolver::new(egress.bind_ip));
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -290,6 +290,18 @@ pub fn build_client(
         .enable_http1()
         .enable_http2()
         .wrap_connector(egress_connector);
+    Ok(https)
+}
+
+/// Builds the one shared client. The pool timer makes the idle timeout effective (without it
+/// hyper-util never evicts, and a connection the upstream closed gets reused).
+pub fn build_client(
+    egress: &Egress,
+    limits: &Limits,
+    tls: rustls::ClientConfig,
+    proxy_auth: Option<http::HeaderValue>,
+) -> Result<UpstreamClient, String> {
+    let https = build_connector(egress, limits, tls, proxy_auth)?;
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(limits.upstream_idle_timeout)
         .pool_timer(TokioTimer::new())

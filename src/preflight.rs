@@ -1,0 +1,407 @@
+//! `check --live`: for each route, the real egress path end to end (resolve, connect, TLS, an
+//! authenticated `GET <upstream>/Users?count=1`), and what a failure most likely means.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::rt::TokioExecutor;
+use tower::{Service, ServiceExt};
+
+use crate::config::{Route, UpstreamAuth};
+use crate::runtime::{RouteRuntime, Snapshot};
+use crate::upstream::{ForwardProxyError, ForwardProxyFailure};
+
+/// One route's result, printed as a block.
+#[derive(Debug)]
+pub struct RouteCheck {
+    pub route: String,
+    pub ok: bool,
+    pub lines: Vec<String>,
+}
+
+/// Runs the preflight for every route, one after the other (an admin reads them in order).
+pub async fn run(snapshot: &Snapshot, timeout: Duration) -> Vec<RouteCheck> {
+    let mut out = Vec::new();
+    for (i, route) in snapshot.config.routes.iter().enumerate() {
+        let Some(runtime) = snapshot.routes.get(i) else {
+            continue;
+        };
+        out.push(check_route(snapshot, route, runtime, timeout).await);
+    }
+    out
+}
+
+async fn check_route(
+    snapshot: &Snapshot,
+    route: &Route,
+    runtime: &RouteRuntime,
+    timeout: Duration,
+) -> RouteCheck {
+    let mut lines = Vec::new();
+    let egress = &snapshot.config.egress;
+    let egress_desc = match (&egress.via_proxy, egress.bind_ip) {
+        (Some(p), Some(ip)) => format!(
+            "through forward proxy {} (connection to it from {ip})",
+            p.url
+        ),
+        (Some(p), None) => format!("through forward proxy {}", p.url),
+        (None, Some(ip)) => format!("direct from {ip} (egress.bind_ip)"),
+        (None, None) => {
+            "direct from this host's default source address (no egress.bind_ip)".to_string()
+        }
+    };
+    lines.push(format!("egress      {egress_desc}"));
+    let target = format!(
+        "https://{}{}/Users?count=1",
+        route.upstream.authority, route.upstream.path
+    );
+    lines.push(format!("request     GET {target}"));
+    match route.token_expires {
+        Some(t) => {
+            let when = humantime::format_rfc3339_seconds(t);
+            match t.duration_since(SystemTime::now()) {
+                Ok(left) => lines.push(format!(
+                    "token       expires {when} ({} days left)",
+                    left.as_secs() / 86_400
+                )),
+                Err(_) => lines.push(format!("token       EXPIRED at {when} (token_expires)")),
+            }
+        }
+        None => lines.push(
+            "token       expiry not configured (set token_expires to be warned ahead)".to_string(),
+        ),
+    }
+
+    let result = tokio::time::timeout(timeout, probe(snapshot, route, runtime, &target)).await;
+    let ok = match result {
+        Err(_) => {
+            lines.push(format!(
+                "FAILED      no answer within {}",
+                humantime::format_duration(timeout)
+            ));
+            lines.push(
+                "meaning     a firewall dropping packets, a wrong route to the upstream, or an overloaded forward proxy"
+                    .to_string(),
+            );
+            false
+        }
+        Ok(Err(failure)) => {
+            lines.push(format!("FAILED      {}", failure.what));
+            lines.push(format!("meaning     {}", failure.meaning));
+            false
+        }
+        Ok(Ok(p)) => {
+            if let Some(src) = p.source {
+                lines.push(format!("source      {src}"));
+            }
+            lines.push(format!("tls         {} ({})", p.tls_version, p.alpn));
+            lines.push(format!("certificate {}", p.cert));
+            lines.push(format!(
+                "status      {} in {} ms",
+                p.status,
+                p.latency.as_millis()
+            ));
+            match p.status.as_u16() {
+                200 => {
+                    lines.push("result      OK: the token is accepted and SCIM Users can be read from this egress".into());
+                    true
+                }
+                401 | 403 => {
+                    lines.push(format!(
+                        "meaning     the upstream refused the v2 token: it is wrong, expired or revoked, lacks the SCIM scopes (api/v2/scim/Users and Groups, Read+Write), or this egress IP is not on the tenant's IP allowlist{}",
+                        p.detail.map(|d| format!(" (upstream said: {d})")).unwrap_or_default()
+                    ));
+                    false
+                }
+                404 => {
+                    lines.push("meaning     no SCIM endpoint at this path: the upstream should end in /api/v2/scim, and REST API v2 must be enabled on the tenant".into());
+                    false
+                }
+                429 => {
+                    lines.push("meaning     rate limited by the tenant: retry later (the proxy passes 429 and Retry-After to IdPs)".into());
+                    false
+                }
+                s if s >= 500 => {
+                    lines.push("meaning     the upstream failed: a Netskope-side problem, or a forward proxy error page".into());
+                    false
+                }
+                _ => {
+                    lines.push("meaning     an unexpected answer for a SCIM list request".into());
+                    false
+                }
+            }
+        }
+    };
+    RouteCheck {
+        route: route.name.clone(),
+        ok,
+        lines,
+    }
+}
+
+struct Probe {
+    source: Option<String>,
+    tls_version: String,
+    alpn: String,
+    cert: String,
+    status: StatusCode,
+    latency: Duration,
+    detail: Option<String>,
+}
+
+struct Failure {
+    what: String,
+    meaning: String,
+}
+
+fn failure(what: impl Into<String>, meaning: &str) -> Failure {
+    Failure {
+        what: what.into(),
+        meaning: meaning.to_string(),
+    }
+}
+
+async fn probe(
+    snapshot: &Snapshot,
+    route: &Route,
+    runtime: &RouteRuntime,
+    target: &str,
+) -> Result<Probe, Failure> {
+    let uri: http::Uri = target.parse().map_err(|e| {
+        failure(
+            format!("the upstream URL is not usable: {e}"),
+            "fix routes.upstream",
+        )
+    })?;
+    let started = Instant::now();
+    let mut connector = snapshot
+        .connector()
+        .map_err(|e| failure(e, "the egress settings cannot be used"))?;
+    let stream = connector
+        .ready()
+        .await
+        .map_err(|e| classify_connect(&*e))?
+        .call(uri.clone())
+        .await
+        .map_err(|e| classify_connect(&*e))?;
+    let MaybeHttpsStream::Https(tls) = stream else {
+        return Err(failure(
+            "the connection is not TLS",
+            "internal: the connector must use TLS",
+        ));
+    };
+    let (io, session) = tls.inner().get_ref();
+    let tcp = io.inner().inner();
+    let source = match (tcp.local_addr(), &snapshot.config.egress.via_proxy) {
+        (Ok(local), Some(p)) => Some(format!("{} (to the forward proxy {})", local.ip(), p.url)),
+        (Ok(local), None) => Some(format!(
+            "{} -> {}",
+            local.ip(),
+            peer_or_unknown(tcp.peer_addr().ok())
+        )),
+        _ => None,
+    };
+    let tls_version = session
+        .protocol_version()
+        .map(|v| format!("{v:?}").replace('_', "."))
+        .unwrap_or_else(|| "unknown".into());
+    let alpn = session
+        .alpn_protocol()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .unwrap_or_else(|| "http/1.1".into());
+    let cert = match session.peer_certificates().and_then(|c| c.first()) {
+        Some(der) => match crate::tls::cert_info(der) {
+            Ok(info) => format!(
+                "{} issued by {}, valid until {}",
+                info.subject,
+                info.issuer,
+                humantime::format_rfc3339_seconds(info.not_after)
+            ),
+            Err(e) => format!("unreadable ({e})"),
+        },
+        None => "none presented".into(),
+    };
+    let h2 = alpn == "h2";
+
+    let mut req = Request::get(uri)
+        .header(header::ACCEPT, "application/scim+json")
+        .header(
+            header::USER_AGENT,
+            concat!("scim-proxy-preflight/", env!("CARGO_PKG_VERSION")),
+        );
+    if !h2 {
+        req = req.header(header::HOST, route.upstream.authority.as_str());
+    }
+    req = match route.upstream_auth {
+        UpstreamAuth::Bearer => req.header(header::AUTHORIZATION, runtime.token.header_value()),
+        UpstreamAuth::NetskopeApiToken => {
+            req.header("netskope-api-token", runtime.token.header_value())
+        }
+    };
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| failure(e.to_string(), "internal"))?;
+    let res = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), tls)
+            .await
+            .map_err(|e| {
+                failure(
+                    format!("HTTP/2 handshake failed: {e}"),
+                    "the upstream is not speaking HTTP/2 correctly",
+                )
+            })?;
+        tokio::spawn(conn);
+        send.send_request(req).await
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(tls)
+            .await
+            .map_err(|e| {
+                failure(
+                    format!("HTTP/1.1 handshake failed: {e}"),
+                    "the upstream closed the connection",
+                )
+            })?;
+        tokio::spawn(conn);
+        send.send_request(req).await
+    }
+    .map_err(|e| {
+        failure(
+            format!("the request failed: {e}"),
+            "the upstream closed the connection or answered garbage",
+        )
+    })?;
+    let latency = started.elapsed();
+    let status = res.status();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let detail = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("detail")
+                .and_then(|d| d.as_str())
+                .map(|d| truncate(d, 200))
+        });
+    Ok(Probe {
+        source,
+        tls_version,
+        alpn,
+        cert,
+        status,
+        latency,
+        detail,
+    })
+}
+
+fn peer_or_unknown(peer: Option<SocketAddr>) -> String {
+    peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Names the failing leg and its most likely cause.
+fn classify_connect(e: &(dyn std::error::Error + 'static)) -> Failure {
+    let mut chain = String::new();
+    let mut source = Some(e);
+    let mut tls: Option<&rustls::Error> = None;
+    let mut forward: Option<&ForwardProxyError> = None;
+    let mut io_kind = None;
+    while let Some(s) = source {
+        if !chain.is_empty() {
+            chain.push_str(": ");
+        }
+        let _ = write!(chain, "{s}");
+        if let Some(t) = s.downcast_ref::<rustls::Error>() {
+            tls = Some(t);
+        }
+        if let Some(f) = s.downcast_ref::<ForwardProxyError>() {
+            forward = Some(f);
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+            if let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                tls = Some(t);
+            }
+        }
+        source = s.source();
+    }
+    if let Some(t) = tls {
+        return failure(
+            format!("TLS: {t}"),
+            "the upstream's certificate is not trusted or not for this name: a TLS-inspecting proxy on the path (add its CA as egress.ca_file), or a wrong upstream host",
+        );
+    }
+    if let Some(f) = forward {
+        let meaning = match f.failure {
+            ForwardProxyFailure::Connect => {
+                "the forward proxy is unreachable from this host: its address, port or a firewall"
+            }
+            ForwardProxyFailure::AuthRequired => {
+                "the forward proxy wants credentials: set egress.via_proxy_auth_file"
+            }
+            ForwardProxyFailure::Refused => {
+                "the forward proxy does not allow CONNECT to this host and port (its ACL)"
+            }
+            ForwardProxyFailure::Other => "the forward proxy broke the tunnel",
+        };
+        return failure(format!("forward proxy: {chain}"), meaning);
+    }
+    let meaning = match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => {
+            "nothing listens there: a wrong host or port, or a firewall rejecting"
+        }
+        Some(std::io::ErrorKind::AddrNotAvailable) => {
+            "the upstream name has no address of the egress family, or egress.bind_ip is not on this host"
+        }
+        Some(std::io::ErrorKind::TimedOut) => {
+            "a firewall dropping packets, or no route from this egress"
+        }
+        _ if chain.contains("failed to lookup")
+            || chain.contains("resolve")
+            || chain.contains("Name or service") =>
+        {
+            "DNS: the upstream name does not resolve from this host"
+        }
+        _ => "connect: a firewall, DNS or routing problem on the path from this egress",
+    };
+    failure(format!("connect: {chain}"), meaning)
+}
+
+/// The report an admin reads before switching an IdP.
+pub fn render(checks: &[RouteCheck]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let _ = writeln!(
+            out,
+            "route {}: {}",
+            c.route,
+            if c.ok { "OK" } else { "FAILED" }
+        );
+        for l in &c.lines {
+            let _ = writeln!(out, "  {l}");
+        }
+        out.push('\n');
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    let _ = writeln!(
+        out,
+        "{} of {} route{} passed the live check",
+        checks.len() - failed,
+        checks.len(),
+        if checks.len() == 1 { "" } else { "s" }
+    );
+    out
+}
