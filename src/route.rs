@@ -282,6 +282,80 @@ mod tests {
         assert_eq!(map_path(&r, &long), Err(RouteError::TooLong));
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[A-Za-z0-9_:.~-]{0,12}",
+                Just("..".to_string()),
+                Just(".".to_string()),
+                Just("%2e%2E".to_string()),
+                Just("%2F".to_string()),
+                Just("a%5Cb".to_string()),
+                Just("%00".to_string()),
+                Just("1234".to_string()),
+                Just("Users".to_string()),
+                "%[0-9A-Fa-f]{2}",
+            ]
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            (
+                prop_oneof![
+                    Just("/SCIM/v2"),
+                    Just("/scim/V2"),
+                    Just("/SCIM/V2/1234"),
+                    Just("/api/v2/scim"),
+                    Just("")
+                ],
+                proptest::collection::vec(segment(), 0..6),
+            )
+                .prop_map(|(prefix, segs)| format!("{prefix}/{}", segs.join("/")))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever is mapped is forwarded under the upstream base, as a safe path,
+            /// and the rest is the input's own tail (never invented or decoded).
+            #[test]
+            fn mapped_targets_stay_under_the_base_and_are_safe(p in path(), q in proptest::option::of("[a-zA-Z0-9=&%+]{0,20}")) {
+                let r = route("a", &[], Some("1234"));
+                if let Ok(m) = map_path(&r, &p) {
+                    let up = upstream_path_and_query(&r.upstream, m.rest, q.as_deref());
+                    let up_path = up.split('?').next().unwrap_or_default();
+                    prop_assert!(up_path == "/api/v2/scim" || up_path.starts_with("/api/v2/scim/"));
+                    prop_assert!(check_safe(up_path).is_ok());
+                    prop_assert!(p.ends_with(m.rest));
+                    prop_assert!(p.starts_with(m.client_prefix));
+                    prop_assert!(m.client_prefix.eq_ignore_ascii_case("/scim/v2") || m.client_prefix.eq_ignore_ascii_case("/scim/v2/1234"));
+                }
+            }
+
+            /// Any target with a dot segment, encoded slash or backslash, or NUL is refused.
+            #[test]
+            fn unsafe_inputs_never_map(p in path()) {
+                let lower = p.to_ascii_lowercase();
+                let unsafe_input = lower.split('/').any(|s| s == "." || s == ".." || s == "%2e%2e")
+                    || lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00");
+                if unsafe_input {
+                    prop_assert!(matches!(map_path(&route("a", &[], Some("1234")), &p), Err(RouteError::Unsafe(_))));
+                }
+            }
+
+            /// Arbitrary strings never panic the router.
+            #[test]
+            fn never_panics(p in ".{0,64}", h in ".{0,32}") {
+                let r = route("a", &["h.example"], Some("1234"));
+                let _ = map_path(&r, &p);
+                let _ = select_route(std::slice::from_ref(&r), Some(&h));
+                let _ = host_without_port(&h);
+            }
+        }
+    }
+
     #[test]
     fn host_selection() {
         let routes = vec![
