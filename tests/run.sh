@@ -14,7 +14,39 @@ step "format and lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
+step "interop peers (Python venv in .venv: tests/interop/requirements.txt)"
+# The interop suite (tests/interop.rs) runs scim2-server and scim2-cli from PyPI. Installed once per
+# hash of the pinned requirements (and the Python that runs them); quick when already there. Any
+# failure here stops the script: the suite is never skipped for want of its peers.
+interop_venv() {
+    local req=tests/interop/requirements.txt venv=.venv
+    local python="${PYTHON:-python3}"
+    local want stamp="$venv/.interop-requirements.sha256"
+    want="$({ sha256sum "$req" | cut -d' ' -f1; "$python" -VV; } | sha256sum | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/scim2" && -x "$venv/bin/python" ]]; then
+        echo "up to date ($venv, $("$venv/bin/python" -V))"
+        return 0
+    fi
+    rm -f "$stamp"
+    "$python" -m venv --clear "$venv"
+    "$venv/bin/python" -m pip install --no-input --disable-pip-version-check --quiet \
+        --only-binary=:all: --requirement "$req"
+    "$venv/bin/python" -m pip check
+    "$venv/bin/python" -c 'import scim2_server, scim2_cli, scim2_tester'
+    "$venv/bin/scim2" --help >/dev/null
+    echo "$want" >"$stamp"
+    echo "installed into $venv:"
+    "$venv/bin/python" -m pip freeze --disable-pip-version-check | sed 's/^/  /'
+}
+# Called plainly so that `set -e` stops at the first failing command; the trap says why.
+trap 'echo "FAILED: cannot install the interop peers into .venv from tests/interop/requirements.txt (PyPI unreachable, or a pin no longer served?); the interop suite needs them" >&2' EXIT
+interop_venv
+trap - EXIT
+
 step "tests (unit, property, integration over loopback sockets)"
 cargo test --all-targets --locked
+
+step "deploy files and docs (tests/check-deploy.sh: systemd, Dockerfile, Kubernetes, doc snippets)"
+bash tests/check-deploy.sh
 
 step "all tests passed"
