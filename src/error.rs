@@ -33,6 +33,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// 429 with `Retry-After`: this IdP has `max_requests_per_client` requests in flight.
     TooManyRequests,
+    /// 501: a transfer coding other than chunked.
+    NotImplemented,
     /// 502: could not connect (refused, DNS, unreachable, egress).
     UpstreamConnect,
     /// 502: upstream TLS failed (certificate, protocol).
@@ -55,6 +57,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamTls | ErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
@@ -71,7 +74,8 @@ impl ErrorKind {
             | ErrorKind::Unauthorized
             | ErrorKind::Forbidden
             | ErrorKind::PayloadTooLarge
-            | ErrorKind::TooManyRequests => Origin::Downstream,
+            | ErrorKind::TooManyRequests
+            | ErrorKind::NotImplemented => Origin::Downstream,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamTls
             | ErrorKind::UpstreamProtocol
@@ -90,6 +94,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::PayloadTooLarge => "payload-too-large",
             ErrorKind::TooManyRequests => "too-many-requests",
+            ErrorKind::NotImplemented => "not-implemented",
             ErrorKind::UpstreamConnect => "upstream-connect",
             ErrorKind::UpstreamTls => "upstream-tls",
             ErrorKind::UpstreamProtocol => "upstream-protocol",
@@ -170,38 +175,56 @@ pub fn scim_error_response(
     res
 }
 
+/// Every error in a chain, including those wrapped inside `io::Error`s (whose `source()` skips
+/// the wrapped error: hyper-rustls wraps tokio-rustls's `io::Error` around the `rustls::Error`).
+pub fn error_chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next.take() {
+        if out.len() >= 32 {
+            break;
+        }
+        out.push(err);
+        next = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    out
+}
+
+/// The first error of type `T` anywhere in the chain.
+pub fn find_in_chain<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    error_chain(e)
+        .into_iter()
+        .find_map(|x| x.downcast_ref::<T>())
+}
+
 /// Classifies a hyper-util client error by walking its source chain.
 pub fn classify_upstream_error(err: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut tls: Option<String> = None;
-    let mut io: Option<String> = None;
-    let mut tunnel: Option<String> = None;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(t) = e.downcast_ref::<crate::upstream::ForwardProxyError>() {
-            tunnel.get_or_insert_with(|| t.to_string());
-        }
-        if let Some(t) = e.downcast_ref::<rustls::Error>() {
-            tls.get_or_insert_with(|| t.to_string());
-        }
-        if let Some(ioe) = e.downcast_ref::<std::io::Error>() {
-            if let Some(t) = ioe
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                tls.get_or_insert_with(|| t.to_string());
-            }
-            io.get_or_insert_with(|| ioe.to_string());
-        }
-        source = e.source();
-    }
+    let chain = error_chain(err);
+    let tunnel = chain
+        .iter()
+        .find_map(|e| e.downcast_ref::<crate::upstream::ForwardProxyError>());
+    let tls = chain.iter().find_map(|e| e.downcast_ref::<rustls::Error>());
+    let io = chain
+        .iter()
+        .find_map(|e| e.downcast_ref::<std::io::Error>());
     if let Some(t) = tunnel {
-        return ProxyError::new(ErrorKind::UpstreamConnect, t);
+        return ProxyError::new(ErrorKind::UpstreamConnect, t.to_string());
     }
     if let Some(t) = tls {
         return ProxyError::new(ErrorKind::UpstreamTls, format!("upstream TLS failed: {t}"));
     }
     if err.is_connect() {
-        let why = io.unwrap_or_else(|| innermost(err));
+        let why = io.map(|e| e.to_string()).unwrap_or_else(|| innermost(err));
         return ProxyError::new(
             ErrorKind::UpstreamConnect,
             format!("could not connect to the upstream: {why}"),
@@ -214,9 +237,8 @@ pub fn classify_upstream_error(err: &hyper_util::client::legacy::Error) -> Proxy
 }
 
 fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut e = err;
-    while let Some(next) = e.source() {
-        e = next;
-    }
-    e.to_string()
+    error_chain(err)
+        .last()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
 }

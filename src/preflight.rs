@@ -314,30 +314,20 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// Names the failing leg and its most likely cause.
 fn classify_connect(e: &(dyn std::error::Error + 'static)) -> Failure {
-    let mut chain = String::new();
-    let mut source = Some(e);
-    let mut tls: Option<&rustls::Error> = None;
-    let mut forward: Option<&ForwardProxyError> = None;
-    let mut io_kind = None;
-    while let Some(s) = source {
-        if !chain.is_empty() {
-            chain.push_str(": ");
-        }
-        let _ = write!(chain, "{s}");
-        if let Some(t) = s.downcast_ref::<rustls::Error>() {
-            tls = Some(t);
-        }
-        if let Some(f) = s.downcast_ref::<ForwardProxyError>() {
-            forward = Some(f);
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            io_kind.get_or_insert(io.kind());
-            if let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                tls = Some(t);
-            }
-        }
-        source = s.source();
-    }
+    let links = crate::error::error_chain(e);
+    let chain = links
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let tls = links.iter().find_map(|l| l.downcast_ref::<rustls::Error>());
+    let forward = links
+        .iter()
+        .find_map(|l| l.downcast_ref::<ForwardProxyError>());
+    let io_kind = links
+        .iter()
+        .find_map(|l| l.downcast_ref::<std::io::Error>())
+        .map(|io| io.kind());
     if let Some(t) = tls {
         return failure(
             format!("TLS: {t}"),

@@ -153,13 +153,8 @@ where
     }
 
     // The authority (absolute-form or HTTP/2) wins over Host; either only selects among configured routes.
-    let client_authority: Option<String> = match parts.uri.authority() {
-        Some(a) => Some(a.as_str().to_owned()),
-        None => match parts.headers.get(header::HOST) {
-            Some(h) => Some(valid_authority(h)?.to_owned()),
-            None => None,
-        },
-    };
+    let client_authority = client_authority(&parts)?;
+    refuse_unknown_transfer_coding(&parts.headers)?;
     let index = route::select_route(&config.routes, client_authority.as_deref())
         .map_err(|_| ProxyError::new(ErrorKind::NotFound, "no route serves this host"))?;
     let (route, runtime) = snapshot
@@ -293,7 +288,7 @@ where
         );
     }
     // A bodiless idempotent request can be sent again if the connection breaks before an answer.
-    let replay = (is_idempotent(&method) && body.is_end_stream())
+    let replay = (is_replayable(&method) && body.is_end_stream())
         .then(|| (method.clone(), parts.uri.clone(), parts.headers.clone()));
     let counted = Counted {
         inner: body.map_err(Into::into).boxed_unsync(),
@@ -352,7 +347,9 @@ where
     exchange.upstream_time = Some(sent.elapsed());
     let res = match result {
         Ok(res) => res,
-        Err(e) if has_source::<LengthLimitError>(&e) => return Err(too_large(limits.max_body)),
+        Err(e) if crate::error::find_in_chain::<LengthLimitError>(&e).is_some() => {
+            return Err(too_large(limits.max_body));
+        }
         Err(e) => return Err(classify_upstream_error(&e)),
     };
     exchange.upstream_status = Some(res.status().as_u16());
@@ -421,14 +418,54 @@ fn too_large(max: u64) -> ProxyError {
     )
 }
 
-fn valid_authority(h: &HeaderValue) -> Result<&str, ProxyError> {
-    h.to_str()
+/// The authority the client addressed: the target's (absolute-form, HTTP/2 `:authority`), else the
+/// one Host header (RFC 9112 §3.2: exactly one, required in HTTP/1.1). Never with userinfo, which
+/// would otherwise reach the URLs handed back to the client.
+fn client_authority(parts: &http::request::Parts) -> Result<Option<String>, ProxyError> {
+    let bad = |why: &str| ProxyError::new(ErrorKind::BadRequest, why.to_string());
+    if let Some(a) = parts.uri.authority() {
+        if a.as_str().contains('@') {
+            return Err(bad("userinfo is not allowed in the request target"));
+        }
+        return Ok(Some(a.as_str().to_owned()));
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host header"));
+    }
+    let Some(host) = host else {
+        return match parts.version {
+            Version::HTTP_10 | Version::HTTP_09 => Ok(None),
+            _ => Err(bad("missing Host header")),
+        };
+    };
+    host.to_str()
         .ok()
+        .filter(|h| !h.contains('@'))
         .filter(|h| {
             h.parse::<http::uri::Authority>()
                 .is_ok_and(|a| a.as_str() == *h)
         })
-        .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "invalid Host header"))
+        .map(|h| Some(h.to_owned()))
+        .ok_or_else(|| bad("invalid Host header"))
+}
+
+/// Only `chunked` framing is understood: any other transfer coding would reach the upstream as if
+/// the bytes were plain (RFC 9112 §6.1: 501).
+fn refuse_unknown_transfer_coding(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let unknown = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .any(|coding| !coding.trim().eq_ignore_ascii_case("chunked"));
+    if unknown {
+        return Err(ProxyError::new(
+            ErrorKind::NotImplemented,
+            "unsupported transfer coding: only chunked is accepted",
+        ));
+    }
+    Ok(())
 }
 
 /// One Content-Length, or none; several different ones are a smuggling attempt.
@@ -451,11 +488,10 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
     Ok(found)
 }
 
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
-    )
+/// Safe to send twice: a read. DELETE is idempotent in theory, but a retried DELETE that had
+/// already gone through answers 404, which would hide the real result from the IdP.
+fn is_replayable(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// The pooled connection broke (reset, closed) after the request may have left but before any answer.
@@ -463,38 +499,19 @@ fn is_reset_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
     if e.is_connect() {
         return false;
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_canceled())
-        {
-            return true;
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            )
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-fn has_source<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<E>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+    crate::error::error_chain(e).iter().any(|s| {
+        s.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+            || s.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                )
+            })
+    })
 }
 
 /// The client's address: the connection's, or, from a trusted proxy, the nearest untrusted hop

@@ -106,6 +106,10 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), String> {
     }
     running.stop().await;
     upstream.shutdown().await;
+    // The demo's private key and tokens do not outlive it.
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        eprintln!("could not remove {}: {e}", dir.display());
+    }
     result
 }
 
