@@ -60,6 +60,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the embedded Netskope-like SCIM upstream on its own (a lab target for the proxy,
+    /// soak and load tests). Not a Netskope replacement: in memory, nothing persists.
+    TestUpstream {
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        listen: std::net::SocketAddr,
+        /// PEM certificate and key (e.g. from `dev-certs`); plain HTTP without them.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// File holding the v2 token it demands.
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long, default_value = "/api/v2/scim")]
+        base_path: String,
+    },
     /// Write a throwaway CA and a server certificate for local testing (never for production).
     DevCerts {
         /// Directory to write ca.pem, server.crt and server.key (0600) into.
@@ -92,6 +108,13 @@ fn main() -> ExitCode {
             live_timeout,
         } => check(&config, live.then_some(live_timeout)),
         Command::DevCerts { dir, names } => dev_certs(&dir, &names),
+        Command::TestUpstream {
+            listen,
+            cert,
+            key,
+            token_file,
+            base_path,
+        } => with_runtime(test_upstream(listen, cert.zip(key), token_file, base_path)),
         Command::Report { files, json } => {
             let mut out = std::io::stdout().lock();
             match scim_proxy::report::run(&files, json, &mut out) {
@@ -173,6 +196,85 @@ fn hash_token() -> ExitCode {
     }
     println!("{}", hex::encode(scim_proxy::auth::token_sha256(token)));
     ExitCode::SUCCESS
+}
+
+async fn test_upstream(
+    listen: std::net::SocketAddr,
+    tls: Option<(PathBuf, PathBuf)>,
+    token_file: PathBuf,
+    base_path: String,
+) -> ExitCode {
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        Ok(_) => {
+            eprintln!("{}: empty token file", token_file.display());
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", token_file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let tls = match tls {
+        Some((cert, key)) => match scim_proxy::tls::read_certs(&cert)
+            .and_then(|c| scim_proxy::tls::server_config_from(c, scim_proxy::tls::read_key(&key)?))
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let upstream = match scim_proxy::demo::upstream::Upstream::start(
+        scim_proxy::demo::upstream::UpstreamOptions {
+            bind: listen,
+            tls,
+            base_path: base_path.clone(),
+            tokens: vec![token],
+        },
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "test upstream serving {scheme}://{}{base_path} (Ctrl-C or SIGTERM to stop)",
+        upstream.addr()
+    );
+    wait_for_stop().await;
+    upstream.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_stop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn dev_certs(dir: &std::path::Path, names: &[String]) -> ExitCode {
