@@ -23,7 +23,9 @@ interop_venv() {
     local python="${PYTHON:-python3}"
     local want stamp="$venv/.interop-requirements.sha256"
     want="$({ sha256sum "$req" | cut -d' ' -f1; "$python" -VV; } | sha256sum | cut -d' ' -f1)"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/scim2" && -x "$venv/bin/python" ]]; then
+    # .venv is shared with tests/check-deploy.sh, which adds its own pins: check ours still import.
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/scim2" ]] &&
+        "$venv/bin/python" -c 'import scim2_server, scim2_cli, scim2_tester' 2>/dev/null; then
         echo "up to date ($venv, $("$venv/bin/python" -V))"
         return 0
     fi
