@@ -158,11 +158,11 @@ pub fn check_safe(path: &str) -> Result<(), RouteError> {
 
 fn is_dot_segment(segment: &str) -> bool {
     let mut dots = 0;
-    let mut rest = segment;
+    let mut rest = segment.as_bytes();
     while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix('.') {
+        if let Some(r) = rest.strip_prefix(b".") {
             rest = r;
-        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("%2e") {
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
             rest = &rest[3..];
         } else {
             return false;
