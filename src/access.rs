@@ -24,6 +24,8 @@ use crate::traffic_log::TrafficRecord;
 /// Everything known about one request, filled in phase by phase.
 pub struct Exchange {
     pub started: Instant,
+    /// Wall-clock arrival, the record's `ts`.
+    pub arrived: std::time::SystemTime,
     pub request_id: String,
     pub method: Method,
     pub path_and_query: String,
@@ -52,6 +54,7 @@ impl Exchange {
     ) -> Exchange {
         Exchange {
             started: Instant::now(),
+            arrived: std::time::SystemTime::now(),
             request_id,
             method,
             path_and_query,
@@ -79,7 +82,26 @@ pub struct Logged {
     done: Option<Done>,
 }
 
+/// Counts a request in `in_flight_requests` from its head until its response is done, or until
+/// its handling is abandoned (the client went away mid-request).
+pub struct InFlightGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlightGauge {
+    pub fn start(shared: &Shared) -> InFlightGauge {
+        let gauge = shared.metrics.in_flight.clone();
+        gauge.inc();
+        InFlightGauge(gauge)
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 struct Done {
+    _gauge: InFlightGauge,
     exchange: Exchange,
     status: u16,
     head_time: Duration,
@@ -97,12 +119,13 @@ impl Logged {
         shared: Arc<Shared>,
         snapshot: Arc<Snapshot>,
         in_flight: InFlight,
+        gauge: InFlightGauge,
     ) -> Logged {
         let head_time = exchange.started.elapsed();
-        shared.metrics.in_flight.inc();
         Logged {
             inner,
             done: Some(Done {
+                _gauge: gauge,
                 exchange,
                 status,
                 head_time,
@@ -167,6 +190,7 @@ impl Drop for Logged {
 impl Done {
     fn finish(self, complete: bool) {
         let Done {
+            _gauge,
             mut exchange,
             status,
             head_time,
@@ -176,7 +200,7 @@ impl Done {
             _in_flight,
         } = self;
         let metrics = &shared.metrics;
-        metrics.in_flight.dec();
+        drop(_gauge);
         let route = exchange.route.clone().unwrap_or_else(|| "-".to_string());
         let client = exchange.client.clone().unwrap_or_else(|| "-".to_string());
 
@@ -255,6 +279,7 @@ impl Done {
             &exchange.path_and_query,
             pii,
         );
+        record.ts = crate::traffic_log::rfc3339_millis(exchange.arrived);
         record.route = exchange.route.clone();
         record.client = exchange.client.clone();
         record.status = status;

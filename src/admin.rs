@@ -74,7 +74,9 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
             let mut res = Response::new(full(text));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             res
         }

@@ -88,15 +88,22 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let proxy_addr = listener.local_addr()?;
+    // The admin listener outlives the drain: /readyz answers 503 and /healthz 200 until the proxy
+    // listener has finished, so orchestrators see the drain rather than a dead process.
+    let admin_stop = CancellationToken::new();
     let admin_addr = match admin {
         Some(l) => {
             let addr = l.local_addr()?;
-            tasks.spawn(admin::serve(l, shared.clone(), shutdown.clone()));
+            tasks.spawn(admin::serve(l, shared.clone(), admin_stop.clone()));
             Some(addr)
         }
         None => None,
     };
-    tasks.spawn(listener::serve(listener, shared.clone(), shutdown.clone()));
+    let draining = listener::serve(listener, shared.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        draining.await;
+        admin_stop.cancel();
+    });
     if shared.config_path.is_some() {
         tasks.spawn(reload::watch(shared.clone(), shutdown.clone()));
     }

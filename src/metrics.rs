@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,26 +20,20 @@ pub struct RequestLabels {
     pub status_class: StatusClass,
 }
 
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum StatusClass {
-    #[allow(clippy::enum_variant_names)]
-    x1xx,
-    x2xx,
-    x3xx,
-    x4xx,
-    x5xx,
-}
+/// `1xx` … `5xx`, as dashboards expect to read them.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct StatusClass(u8);
 
 impl StatusClass {
     pub fn of(status: u16) -> StatusClass {
-        match status {
-            0..=199 => StatusClass::x1xx,
-            200..=299 => StatusClass::x2xx,
-            300..=399 => StatusClass::x3xx,
-            400..=499 => StatusClass::x4xx,
-            _ => StatusClass::x5xx,
-        }
+        StatusClass(u8::try_from((status / 100).clamp(1, 5)).unwrap_or(5))
+    }
+}
+
+impl EncodeLabelValue for StatusClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        write!(encoder, "{}xx", self.0)
     }
 }
 

@@ -22,7 +22,7 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use crate::access::{Exchange, Logged};
+use crate::access::{Exchange, InFlightGauge, Logged};
 use crate::auth::{self, AuthOutcome};
 use crate::body::{BoxError, ProxyBody};
 use crate::body_filter;
@@ -91,6 +91,7 @@ where
     B::Error: Into<BoxError>,
 {
     let in_flight = conn.state.request_started();
+    let gauge = InFlightGauge::start(&shared);
     let snapshot = shared.state.load_full();
     let request_id = request_id(req.headers());
     let path_and_query = req
@@ -126,7 +127,9 @@ where
     }
     let status = res.status().as_u16();
     // Logged, counted and the connection freed when the response body has gone out.
-    res.map(|body| Logged::new(body, exchange, status, shared, snapshot, in_flight).boxed_unsync())
+    res.map(|body| {
+        Logged::new(body, exchange, status, shared, snapshot, in_flight, gauge).boxed_unsync()
+    })
 }
 
 async fn forward<B>(
@@ -327,9 +330,9 @@ where
             ),
         )
     };
-    let mut result = tokio::time::timeout_at(deadline, snapshot.client.request(upstream_req))
-        .await
-        .map_err(|_| timeout_error())?;
+    let first = tokio::time::timeout_at(deadline, snapshot.client.request(upstream_req)).await;
+    exchange.upstream_time = Some(sent.elapsed());
+    let mut result = first.map_err(|_| timeout_error())?;
     if let (Err(e), Some((method, uri, headers))) = (&result, replay)
         && is_reset_before_answer(e)
         && shared.retry_budget.try_take()
@@ -340,11 +343,10 @@ where
         *again.method_mut() = method;
         *again.uri_mut() = uri;
         *again.headers_mut() = headers;
-        result = tokio::time::timeout_at(deadline, snapshot.client.request(again))
-            .await
-            .map_err(|_| timeout_error())?;
+        let second = tokio::time::timeout_at(deadline, snapshot.client.request(again)).await;
+        exchange.upstream_time = Some(sent.elapsed());
+        result = second.map_err(|_| timeout_error())?;
     }
-    exchange.upstream_time = Some(sent.elapsed());
     let res = match result {
         Ok(res) => res,
         Err(e) if crate::error::find_in_chain::<LengthLimitError>(&e).is_some() => {

@@ -374,7 +374,8 @@ fn scrub_text(text: &str, subject: Option<&str>, pii: &PiiPolicy) -> String {
     let masked = |s: &str| pii.apply(s).unwrap_or_else(|| MASK.to_owned());
     let mut text = text.to_owned();
     if let Some(subject) = subject.filter(|s| s.chars().count() >= 3) {
-        text = text.replace(subject, &masked(subject));
+        // Upstreams echo user names in their own case ("Pat.Doe" sent, "pat.doe" in the detail).
+        text = replace_ignore_ascii_case(&text, subject, &masked(subject));
     }
     let mut out = String::with_capacity(text.len());
     for (i, word) in text.split(' ').enumerate() {
@@ -391,6 +392,32 @@ fn scrub_text(text: &str, subject: Option<&str>, pii: &PiiPolicy) -> String {
             out.push_str(word);
         }
     }
+    out
+}
+
+/// Replaces every ASCII-case-insensitive occurrence of `needle`.
+fn replace_ignore_ascii_case(text: &str, needle: &str, with: &str) -> String {
+    let (hay, pat) = (text.as_bytes(), needle.as_bytes());
+    if pat.is_empty() || pat.len() > hay.len() {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    let mut i = 0;
+    while i + pat.len() <= hay.len() {
+        if hay[i..i + pat.len()].eq_ignore_ascii_case(pat)
+            && text.is_char_boundary(i)
+            && text.is_char_boundary(i + pat.len())
+        {
+            out.push_str(&text[last..i]);
+            out.push_str(with);
+            i += pat.len();
+            last = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[last..]);
     out
 }
 
