@@ -156,7 +156,9 @@ pub async fn response_body(
             };
             let out = run(&mut StreamRedact::new(secret, &mask), &rewritten);
             set_length(headers, out.len());
-            Ok((full(out), Some(bytes)))
+            // What the log may keep: the upstream's own bytes, but never an echoed token.
+            let for_log = run(&mut StreamRedact::new(secret, &mask), &bytes);
+            Ok((full(out), Some(for_log)))
         }
         _ if json && urls.is_some() => {
             let Some((upstream, client)) = urls else {

@@ -293,16 +293,16 @@ where
     // A bodiless idempotent request can be sent again if the connection breaks before an answer.
     let replay = (is_replayable(&method) && body.is_end_stream())
         .then(|| (method.clone(), parts.uri.clone(), parts.headers.clone()));
+    // The inbound body is watched on its own: when it fails (over max_body, broken chunking, the
+    // IdP went away) the client library may only report a reset stream, and the fault is the IdP's.
+    let inbound_failure = Arc::new(InboundFailure::default());
     let counted = Counted {
-        inner: body.map_err(Into::into).boxed_unsync(),
+        inner: Limited::new(body, body_limit).boxed_unsync(),
         count: exchange.bytes_in.clone(),
+        failure: inbound_failure.clone(),
     };
-    let (body, request_json) = body_filter::request_body(
-        &mut parts.headers,
-        Limited::new(counted, body_limit).boxed_unsync(),
-        body_urls,
-    )
-    .await?;
+    let (body, request_json) =
+        body_filter::request_body(&mut parts.headers, counted.boxed_unsync(), body_urls).await?;
     let request_value = request_json
         .as_ref()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
@@ -347,6 +347,18 @@ where
         exchange.upstream_time = Some(sent.elapsed());
         result = second.map_err(|_| timeout_error())?;
     }
+    if let Err(e) = &result
+        && let Some(failure) = inbound_failure.get()
+    {
+        tracing::debug!(request_id = %exchange.request_id, error = %e, "the request body failed on the way in");
+        return Err(match failure {
+            Inbound::TooLarge => too_large(limits.max_body),
+            Inbound::Broken => ProxyError::new(
+                ErrorKind::BadRequest,
+                "the request body could not be read (malformed chunked encoding, or the connection broke)",
+            ),
+        });
+    }
     let res = match result {
         Ok(res) => res,
         Err(e) if crate::error::find_in_chain::<LengthLimitError>(&e).is_some() => {
@@ -378,28 +390,53 @@ where
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
-/// Counts request body bytes for the traffic log's `bytes_in`.
-struct Counted<B> {
-    inner: B,
-    count: Arc<std::sync::atomic::AtomicU64>,
+/// Why the inbound body failed, if it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Inbound {
+    TooLarge,
+    Broken,
 }
 
-impl<B> Body for Counted<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-{
+#[derive(Default)]
+struct InboundFailure(std::sync::OnceLock<Inbound>);
+
+impl InboundFailure {
+    fn get(&self) -> Option<Inbound> {
+        self.0.get().copied()
+    }
+}
+
+/// Counts request body bytes for the traffic log's `bytes_in`, and records why the body failed.
+struct Counted {
+    inner: ProxyBody,
+    count: Arc<std::sync::atomic::AtomicU64>,
+    failure: Arc<InboundFailure>,
+}
+
+impl Body for Counted {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let kind = if crate::error::find_in_chain::<LengthLimitError>(&**e).is_some() {
+                    Inbound::TooLarge
+                } else {
+                    Inbound::Broken
+                };
+                let _ = self.failure.0.set(kind);
+            }
+            _ => {}
         }
         polled
     }

@@ -658,6 +658,8 @@ impl Store {
 
 fn render(kind: Kind, res: &Res, base_url: &str) -> Value {
     let mut m = res.attrs.clone();
+    // RFC 7643 §4.1: `password` is "returned: never".
+    remove_ci(&mut m, "password");
     if get_ci(&m, "schemas").is_none() {
         m.insert("schemas".into(), json!([kind.schema()]));
     }
