@@ -27,6 +27,7 @@ pub mod scim_op;
 pub mod secret;
 pub mod tls;
 pub mod traffic_log;
+pub mod tunnel;
 pub mod upstream;
 
 use std::net::SocketAddr;

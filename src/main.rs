@@ -397,9 +397,14 @@ fn print_summary(c: &Config) {
     if let Some(a) = &c.admin {
         println!("admin    http://{}/healthz /readyz", a.addr);
     }
-    match c.egress.bind_ip {
-        Some(ip) => println!("egress   from {ip}"),
-        None => println!("egress   from the default route's address (no bind_ip)"),
+    match (c.egress.bind_ip, &c.egress.via_proxy) {
+        (Some(ip), None) => println!("egress   from {ip}"),
+        (None, None) => println!("egress   from the default route's address (no bind_ip)"),
+        (Some(ip), Some(p)) => println!(
+            "egress   through forward proxy {} (reached from {ip})",
+            p.url
+        ),
+        (None, Some(p)) => println!("egress   through forward proxy {}", p.url),
     }
     for r in &c.routes {
         let hosts = if r.hosts.is_empty() {

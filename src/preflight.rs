@@ -14,7 +14,8 @@ use tower::{Service, ServiceExt};
 
 use crate::config::{Route, UpstreamAuth};
 use crate::runtime::{RouteRuntime, Snapshot};
-use crate::upstream::{ForwardProxyError, ForwardProxyFailure};
+use crate::tunnel::TunnelFailure;
+use crate::upstream::ForwardProxyError;
 
 /// One route's result, printed as a block.
 #[derive(Debug)]
@@ -335,17 +336,23 @@ fn classify_connect(e: &(dyn std::error::Error + 'static)) -> Failure {
         );
     }
     if let Some(f) = forward {
-        let meaning = match f.failure {
-            ForwardProxyFailure::Connect => {
+        let meaning = match &f.failure {
+            TunnelFailure::Connect(_) => {
                 "the forward proxy is unreachable from this host: its address, port or a firewall"
             }
-            ForwardProxyFailure::AuthRequired => {
-                "the forward proxy wants credentials: set egress.via_proxy_auth_file"
+            TunnelFailure::Auth {
+                sent_credentials: false,
+                ..
+            } => "the forward proxy wants credentials: set egress.via_proxy_auth_file",
+            TunnelFailure::Auth { .. } => {
+                "the forward proxy refused the credentials in egress.via_proxy_auth_file (wrong user or password)"
             }
-            ForwardProxyFailure::Refused => {
-                "the forward proxy does not allow CONNECT to this host and port (its ACL)"
+            TunnelFailure::Refused { .. } => {
+                "the forward proxy does not allow CONNECT to this host and port (its ACL), or cannot reach the upstream"
             }
-            ForwardProxyFailure::Other => "the forward proxy broke the tunnel",
+            TunnelFailure::Protocol(_) => {
+                "the forward proxy broke the tunnel or did not answer CONNECT"
+            }
         };
         return failure(format!("forward proxy: {chain}"), meaning);
     }

@@ -10,13 +10,13 @@ use std::time::Duration;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 use crate::config::{Egress, Limits};
+use crate::tunnel::TunnelFailure;
 
 pub type Connector = hyper_rustls::HttpsConnector<EgressConnector>;
 pub type UpstreamClient = Client<Connector, ProxyBody>;
@@ -151,7 +151,17 @@ type Direct = RetryConnect<HttpConnector<EgressResolver>>;
 #[derive(Clone, Debug)]
 pub enum EgressConnector {
     Direct(Direct),
-    Tunnel(Tunnel<Direct>),
+    Tunnel(ViaProxy),
+}
+
+/// Connects to the forward proxy with the direct connector, then asks it for a tunnel.
+#[derive(Clone, Debug)]
+pub struct ViaProxy {
+    direct: Direct,
+    proxy: http::Uri,
+    auth: Option<http::HeaderValue>,
+    /// The CONNECT answer must come within this (as a TCP connect would).
+    timeout: Duration,
 }
 
 impl tower::Service<http::Uri> for EgressConnector {
@@ -162,79 +172,66 @@ impl tower::Service<http::Uri> for EgressConnector {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match self {
             EgressConnector::Direct(c) => c.poll_ready(cx),
-            EgressConnector::Tunnel(c) => c
-                .poll_ready(cx)
-                .map_err(|e| ForwardProxyError::from_tunnel(&e).into()),
+            EgressConnector::Tunnel(v) => v.direct.poll_ready(cx),
         }
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         match self {
             EgressConnector::Direct(c) => Box::pin(c.call(uri)),
-            EgressConnector::Tunnel(c) => {
-                let f = c.call(uri);
+            EgressConnector::Tunnel(v) => {
+                let to_proxy = v.direct.call(v.proxy.clone());
+                let (auth, timeout) = (v.auth.clone(), v.timeout);
                 Box::pin(async move {
-                    f.await
-                        .map_err(|e| ForwardProxyError::from_tunnel(&e).into())
+                    let mut io = to_proxy.await.map_err(|e| ForwardProxyError {
+                        failure: TunnelFailure::Connect(
+                            crate::error::error_chain(&*e)
+                                .last()
+                                .map(|e| e.to_string())
+                                .unwrap_or_default(),
+                        ),
+                    })?;
+                    let host = uri.host().ok_or("the upstream URL has no host")?;
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let port = uri.port_u16().unwrap_or(443);
+                    crate::tunnel::connect(io.inner_mut(), host, port, auth.as_ref(), timeout)
+                        .await
+                        .map_err(|failure| ForwardProxyError { failure })?;
+                    Ok(io)
                 })
             }
         }
     }
 }
 
-/// Why the forward proxy leg failed. hyper-util does not export its `TunnelError`, so its variants
-/// are told apart here, in one place, by their `Debug` names.
+/// Why the forward proxy leg failed, worded for an admin.
 #[derive(Debug)]
 pub struct ForwardProxyError {
-    pub failure: ForwardProxyFailure,
-    detail: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardProxyFailure {
-    /// TCP connect to the forward proxy failed.
-    Connect,
-    /// 407 Proxy Authentication Required.
-    AuthRequired,
-    /// Any other non-2xx answer to CONNECT.
-    Refused,
-    Other,
-}
-
-impl ForwardProxyError {
-    fn from_tunnel(e: &(dyn std::error::Error + 'static)) -> ForwardProxyError {
-        let debug = format!("{e:?}");
-        let failure = if debug.starts_with("ProxyAuthRequired") {
-            ForwardProxyFailure::AuthRequired
-        } else if debug.starts_with("TunnelUnsuccessful") {
-            ForwardProxyFailure::Refused
-        } else if debug.starts_with("ConnectFailed") {
-            ForwardProxyFailure::Connect
-        } else {
-            ForwardProxyFailure::Other
-        };
-        let mut detail = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            detail.push_str(": ");
-            detail.push_str(&s.to_string());
-            source = s.source();
-        }
-        ForwardProxyError { failure, detail }
-    }
+    pub failure: TunnelFailure,
 }
 
 impl std::fmt::Display for ForwardProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.failure {
-            ForwardProxyFailure::Connect => write!(f, "could not connect to the forward proxy ({})", self.detail),
-            ForwardProxyFailure::AuthRequired => f.write_str(
-                "the forward proxy demands authentication (407): check egress.via_proxy_auth_file / _env",
-            ),
-            ForwardProxyFailure::Refused => {
-                f.write_str("the forward proxy refused the CONNECT tunnel to the upstream")
+        match &self.failure {
+            TunnelFailure::Connect(why) => {
+                write!(f, "could not connect to the forward proxy ({why})")
             }
-            ForwardProxyFailure::Other => write!(f, "the forward proxy tunnel failed ({})", self.detail),
+            TunnelFailure::Auth {
+                status,
+                sent_credentials: false,
+            } => write!(
+                f,
+                "the forward proxy demands authentication ({status}): set egress.via_proxy_auth_file or _env"
+            ),
+            TunnelFailure::Auth { status, .. } => write!(
+                f,
+                "the forward proxy refused the credentials ({status}): check egress.via_proxy_auth_file or _env"
+            ),
+            TunnelFailure::Refused { status, reason } => write!(
+                f,
+                "the forward proxy refused the CONNECT tunnel to the upstream ({status} {reason})"
+            ),
+            TunnelFailure::Protocol(why) => write!(f, "the forward proxy tunnel failed: {why}"),
         }
     }
 }
@@ -277,10 +274,11 @@ pub fn build_connector(
                 .url
                 .parse()
                 .map_err(|e| format!("egress.via_proxy: {e}"))?;
-            let tunnel = Tunnel::new(proxy_uri, direct);
-            EgressConnector::Tunnel(match proxy_auth {
-                Some(auth) => tunnel.with_auth(auth),
-                None => tunnel,
+            EgressConnector::Tunnel(ViaProxy {
+                direct,
+                proxy: proxy_uri,
+                auth: proxy_auth,
+                timeout: limits.upstream_connect_timeout,
             })
         }
     };
