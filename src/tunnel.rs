@@ -144,14 +144,17 @@ mod tests {
         (addr, task)
     }
 
+    /// What the proxy answers, the credentials sent, and the outcome expected.
+    type Case<'a> = (
+        &'static [u8],
+        Option<&'a HeaderValue>,
+        Result<(), TunnelFailure>,
+    );
+
     #[tokio::test]
     async fn statuses_are_kept() {
         let auth = HeaderValue::from_static("Basic dTpw");
-        let cases: [(
-            &'static [u8],
-            Option<&HeaderValue>,
-            Result<(), TunnelFailure>,
-        ); 4] = [
+        let cases: [Case<'_>; 4] = [
             (b"HTTP/1.1 200 OK\r\n\r\n", None, Ok(())),
             (
                 b"HTTP/1.0 401 Unauthorized\r\n\r\n",
