@@ -31,6 +31,8 @@ pub struct Exchange {
     pub path_and_query: String,
     pub client_ip: IpAddr,
     pub route: Option<String>,
+    /// Index of the route in the snapshot (its token masks what the log keeps of bodies).
+    pub route_index: Option<usize>,
     pub client: Option<String>,
     pub auth: Option<&'static str>,
     pub upstream_path: Option<String>,
@@ -60,6 +62,7 @@ impl Exchange {
             path_and_query,
             client_ip,
             route: None,
+            route_index: None,
             client: None,
             auth: None,
             upstream_path: None,
@@ -204,12 +207,25 @@ impl Done {
         let route = exchange.route.clone().unwrap_or_else(|| "-".to_string());
         let client = exchange.client.clone().unwrap_or_else(|| "-".to_string());
 
-        // The SCIM reading, completed from the upstream's answer when it was read.
-        let response_value = exchange
-            .response_json
-            .as_ref()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
-        if let Some(reading) = exchange.reading.as_mut() {
+        // The SCIM reading, completed from the upstream's answer, only feeds the traffic record:
+        // without one, the answer is not parsed at all (the hot path stays lean).
+        let response_value = match (&shared.traffic, &exchange.response_json) {
+            (Some(_), Some(bytes)) => {
+                let token = exchange
+                    .route_index
+                    .and_then(|i| snapshot.routes.get(i))
+                    .map(|r| r.token.expose_for_redaction());
+                let masked = match token {
+                    Some(t) => crate::body_filter::redact(bytes, t),
+                    None => bytes.clone(),
+                };
+                serde_json::from_slice::<serde_json::Value>(&masked).ok()
+            }
+            _ => None,
+        };
+        if shared.traffic.is_some()
+            && let Some(reading) = exchange.reading.as_mut()
+        {
             scim_op::complete_from_response(
                 reading,
                 exchange.upstream_status.unwrap_or(status),

@@ -156,9 +156,8 @@ pub async fn response_body(
             };
             let out = run(&mut StreamRedact::new(secret, &mask), &rewritten);
             set_length(headers, out.len());
-            // What the log may keep: the upstream's own bytes, but never an echoed token.
-            let for_log = run(&mut StreamRedact::new(secret, &mask), &bytes);
-            Ok((full(out), Some(for_log)))
+            // The upstream's own bytes, for the traffic log (which masks the token before use).
+            Ok((full(out), Some(bytes)))
         }
         _ if json && urls.is_some() => {
             let Some((upstream, client)) = urls else {
@@ -179,6 +178,12 @@ pub async fn response_body(
             Ok((RedactBody::new(body, secret, &mask).boxed_unsync(), None))
         }
     }
+}
+
+/// `input` with every spelling of `secret` masked (for what the traffic log keeps).
+pub fn redact(input: &[u8], secret: &str) -> Bytes {
+    let mask = vec![b'*'; secret.len()];
+    run(&mut StreamRedact::new(secret.as_bytes(), &mask), input)
 }
 
 /// Runs a streaming filter over one whole buffer.

@@ -441,6 +441,8 @@ enum At {
 pub struct StreamRedact {
     needles: Vec<Vec<u8>>,
     first: [bool; 256],
+    /// The distinct first bytes of the needles (usually one).
+    starts: Vec<u8>,
     max_len: usize,
     replacement: Vec<u8>,
     carry: Vec<u8>,
@@ -464,13 +466,18 @@ impl StreamRedact {
             }
         }
         let mut first = [false; 256];
+        let mut starts = Vec::new();
         for n in &needles {
             first[usize::from(n[0])] = true;
+            if !starts.contains(&n[0]) {
+                starts.push(n[0]);
+            }
         }
         StreamRedact {
             max_len: needles.iter().map(Vec::len).max().unwrap_or(0),
             needles,
             first,
+            starts,
             replacement: replacement.to_vec(),
             carry: Vec::new(),
             scratch: Vec::new(),
@@ -542,9 +549,10 @@ impl StreamRedact {
         let mut run = 0;
         let mut j = 0;
         while j < hay.len() {
-            if !self.first[usize::from(hay[j])] {
-                j += 1;
-                continue;
+            // Jump to the next byte that can start a needle (memchr's SIMD scan).
+            match self.next_candidate(&hay[j..]) {
+                Some(k) => j += k,
+                None => break,
             }
             match self.at(&hay[j..], false) {
                 At::Full(len) => {
@@ -562,6 +570,16 @@ impl StreamRedact {
             }
         }
         out.extend_from_slice(&hay[run..]);
+    }
+
+    /// Offset of the next byte in `hay` that starts some needle.
+    fn next_candidate(&self, hay: &[u8]) -> Option<usize> {
+        match self.starts.as_slice() {
+            [a] => memchr::memchr(*a, hay),
+            [a, b] => memchr::memchr2(*a, *b, hay),
+            [a, b, c] => memchr::memchr3(*a, *b, *c, hay),
+            _ => hay.iter().position(|b| self.first[usize::from(*b)]),
+        }
     }
 
     /// The match at the start of `hay`; `last` when no more bytes will follow.

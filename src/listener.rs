@@ -246,6 +246,8 @@ async fn serve_http<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        // Flatten head and body into one write: one TLS record (and one seal) instead of two.
+        .writev(false)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
         .keep_alive(true);

@@ -164,6 +164,7 @@ where
         .route(index)
         .ok_or_else(|| ProxyError::new(ErrorKind::Internal, "route table out of step"))?;
     exchange.route = Some(route.name.clone());
+    exchange.route_index = Some(index);
     if let Some(expires) = route.token_expires
         && expires <= std::time::SystemTime::now()
     {

@@ -301,6 +301,8 @@ pub fn build_client(
 ) -> Result<UpstreamClient, String> {
     let https = build_connector(egress, limits, tls, proxy_auth)?;
     Ok(Client::builder(TokioExecutor::new())
+        // One TLS record per request head + small body, as on the inbound side.
+        .http1_writev(false)
         .pool_idle_timeout(limits.upstream_idle_timeout)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
