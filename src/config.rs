@@ -737,18 +737,11 @@ impl Validator {
                 PiiMode::Hash
             }
         };
-        let pii_key = match (raw.pii_key_file, raw.pii_key_env) {
-            (Some(f), None) => Some(TokenSource::File(base_dir.join(f))),
-            (None, Some(e)) => Some(TokenSource::Env(e)),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                self.problem(
-                    "log.pii_key_file",
-                    "set at most one of pii_key_file and pii_key_env",
-                );
-                None
-            }
-        };
+        let pii_key = self.optional_secret(
+            ("log.pii_key_file", raw.pii_key_file),
+            ("log.pii_key_env", raw.pii_key_env),
+            base_dir,
+        );
         Log {
             traffic,
             max_file_bytes: self.size(
@@ -762,6 +755,32 @@ impl Validator {
             pii,
             pii_key,
             capture_bodies: raw.capture_bodies.unwrap_or(false),
+        }
+    }
+
+    /// A secret read from a file or a variable, at most one of the two (`key`: the full key name).
+    fn optional_secret(
+        &mut self,
+        (file_key, file): (&str, Option<PathBuf>),
+        (env_key, env): (&str, Option<String>),
+        base_dir: &Path,
+    ) -> Option<TokenSource> {
+        match (file, env) {
+            (Some(f), None) => Some(TokenSource::File(base_dir.join(f))),
+            (None, Some(e)) => Some(TokenSource::Env(e)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                let short = |k: &str| k.rsplit('.').next().unwrap_or(k).to_string();
+                self.problem(
+                    file_key,
+                    format!(
+                        "set at most one of {} and {}",
+                        short(file_key),
+                        short(env_key)
+                    ),
+                );
+                None
+            }
         }
     }
 
@@ -788,18 +807,11 @@ impl Validator {
                 None
             }
         });
-        let credentials = match (raw.via_proxy_auth_file, raw.via_proxy_auth_env) {
-            (Some(f), None) => Some(TokenSource::File(base_dir.join(f))),
-            (None, Some(e)) => Some(TokenSource::Env(e)),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                self.problem(
-                    "egress.via_proxy_auth_file",
-                    "set at most one of via_proxy_auth_file and via_proxy_auth_env",
-                );
-                None
-            }
-        };
+        let credentials = self.optional_secret(
+            ("egress.via_proxy_auth_file", raw.via_proxy_auth_file),
+            ("egress.via_proxy_auth_env", raw.via_proxy_auth_env),
+            base_dir,
+        );
         let via_proxy = match raw.via_proxy {
             Some(url) => match parse_forward_proxy(&url) {
                 Ok(url) => Some(ForwardProxy { url, credentials }),
@@ -1460,6 +1472,27 @@ token_sha256 = "secret-token"
         ] {
             assert!(parse_upstream(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn secrets_come_from_a_file_or_a_variable_not_both() {
+        let text = minimal()
+            + "\n[egress]\nvia_proxy = \"http://proxy.corp:3128\"\nvia_proxy_auth_file = \"p\"\nvia_proxy_auth_env = \"P\"\n[log]\npii_key_file = \"k\"\npii_key_env = \"K\"\n";
+        let p = problems(&text);
+        assert!(p.iter().any(|l| l.contains("egress.via_proxy_auth_file: set at most one of via_proxy_auth_file and via_proxy_auth_env")), "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|l| l
+                    .contains("log.pii_key_file: set at most one of pii_key_file and pii_key_env")),
+            "{p:#?}"
+        );
+        assert_eq!(p.len(), 2, "{p:#?}");
+        let one = minimal()
+            + "\n[egress]\nvia_proxy = \"http://proxy.corp:3128\"\nvia_proxy_auth_env = \"P\"\n";
+        let c = parse(&one, Path::new("/etc/scim-proxy/p.toml")).unwrap();
+        let proxy = c.egress.via_proxy.unwrap();
+        assert_eq!(proxy.url, "http://proxy.corp:3128");
+        assert_eq!(proxy.credentials, Some(TokenSource::Env("P".into())));
     }
 
     #[test]
