@@ -232,7 +232,10 @@ mod tests {
         let leaf = pki
             .issue(&["localhost"], &[IpAddr::V4(Ipv4Addr::LOCALHOST)])
             .unwrap();
-        assert!(leaf.key_pem.contains("PRIVATE KEY-----"), "a PKCS#8 PEM key");
+        assert!(
+            leaf.key_pem.contains("PRIVATE KEY-----"),
+            "a PKCS#8 PEM key"
+        );
         let server = server_config(&leaf).unwrap();
         let client = client_config(pki.ca_pem(), &[b"h2", b"http/1.1"]).unwrap();
         let alpn = handshake(server.clone(), client.clone(), "localhost")
