@@ -45,6 +45,8 @@ pub struct Exchange {
     pub response_json: Option<Bytes>,
     /// Request body bytes read from the client so far.
     pub bytes_in: Arc<AtomicU64>,
+    /// The IdP's `max_requests_per_client` slot, held until the response is done.
+    pub client_slot: Option<crate::proxy::ClientSlot>,
 }
 
 impl Exchange {
@@ -74,6 +76,7 @@ impl Exchange {
             request_json: None,
             response_json: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
+            client_slot: None,
         }
     }
 }

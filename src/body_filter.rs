@@ -6,13 +6,13 @@
 //! stays bounded for big ListResponses. Redaction replaces the token with as many `*`, so it never
 //! changes a length by itself.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::body_rewrite::{JsonUrlRewriter, RedactBody, RewriteBody, StreamRedact};
+use crate::body_rewrite::{JsonUrlRewriter, RedactBody, RewriteBody, StreamRedact, Transform};
 use crate::error::{ErrorKind, ProxyError};
 use crate::rewrite::Base;
 
@@ -72,7 +72,7 @@ pub async fn request_body(
             let bytes = body.collect().await.map_err(request_body_error)?.to_bytes();
             let out = match urls {
                 Some((client, upstream)) => {
-                    run(&mut JsonUrlRewriter::new(client, upstream), &bytes)
+                    JsonUrlRewriter::new(client, upstream).run_whole(&bytes)
                 }
                 None => bytes.clone(),
             };
@@ -150,11 +150,11 @@ pub async fn response_body(
                 .to_bytes();
             let rewritten = match urls {
                 Some((upstream, client)) => {
-                    run(&mut JsonUrlRewriter::new(upstream, client), &bytes)
+                    JsonUrlRewriter::new(upstream, client).run_whole(&bytes)
                 }
                 None => bytes.clone(),
             };
-            let out = run(&mut StreamRedact::new(secret, &mask), &rewritten);
+            let out = StreamRedact::new(secret, &mask).run_whole(&rewritten);
             set_length(headers, out.len());
             // The upstream's own bytes, for the traffic log (which masks the token before use).
             Ok((full(out), Some(bytes)))
@@ -183,38 +183,7 @@ pub async fn response_body(
 /// `input` with every spelling of `secret` masked (for what the traffic log keeps).
 pub fn redact(input: &[u8], secret: &str) -> Bytes {
     let mask = vec![b'*'; secret.len()];
-    run(&mut StreamRedact::new(secret.as_bytes(), &mask), input)
-}
-
-/// Runs a streaming filter over one whole buffer.
-fn run(filter: &mut impl Filter, input: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(input.len() + input.len() / 8);
-    filter.feed_bytes(input, &mut out);
-    filter.finish_bytes(&mut out);
-    out.freeze()
-}
-
-trait Filter {
-    fn feed_bytes(&mut self, input: &[u8], out: &mut BytesMut);
-    fn finish_bytes(&mut self, out: &mut BytesMut);
-}
-
-impl Filter for JsonUrlRewriter {
-    fn feed_bytes(&mut self, input: &[u8], out: &mut BytesMut) {
-        self.feed(input, out);
-    }
-    fn finish_bytes(&mut self, out: &mut BytesMut) {
-        self.finish(out);
-    }
-}
-
-impl Filter for StreamRedact {
-    fn feed_bytes(&mut self, input: &[u8], out: &mut BytesMut) {
-        self.feed(input, out);
-    }
-    fn finish_bytes(&mut self, out: &mut BytesMut) {
-        self.finish(out);
-    }
+    StreamRedact::new(secret.as_bytes(), &mask).run_whole(input)
 }
 
 fn full(bytes: Bytes) -> ProxyBody {

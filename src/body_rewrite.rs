@@ -603,11 +603,20 @@ impl StreamRedact {
     }
 }
 
-/// The byte transformers a body wrapper can drive.
-trait Transform {
+/// The streaming byte transformers: driven frame by frame by [`Transformed`], or over one
+/// whole buffer by [`Transform::run_whole`].
+pub trait Transform {
     fn feed(&mut self, input: &[u8], out: &mut BytesMut);
     fn finish(&mut self, out: &mut BytesMut);
     fn is_idle(&self) -> bool;
+
+    /// The transformed form of one complete input.
+    fn run_whole(&mut self, input: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(input.len() + input.len() / 8);
+        self.feed(input, &mut out);
+        self.finish(&mut out);
+        out.freeze()
+    }
 }
 
 impl Transform for JsonUrlRewriter {
@@ -634,9 +643,10 @@ impl Transform for StreamRedact {
     }
 }
 
-/// Shared body machinery: data frames go through `t`; other frames (trailers) pass after the
-/// transformer has been flushed, so no held-back byte ends up behind them.
-struct Transformed<B, T> {
+/// A body streamed through a [`Transform`]: data frames go through `t`; other frames (trailers)
+/// pass after the transformer has been flushed, so no held-back byte ends up behind them. Its
+/// length is unknown: the caller drops `Content-Length`.
+pub struct Transformed<B, T> {
     inner: B,
     t: T,
     out: BytesMut,
@@ -651,7 +661,7 @@ where
     B::Error: Into<BoxError>,
     T: Transform,
 {
-    fn new(inner: B, t: T) -> Self {
+    fn with(inner: B, t: T) -> Self {
         Transformed {
             inner,
             t,
@@ -708,81 +718,54 @@ where
     }
 }
 
-/// A response or request body with base URLs in its JSON strings rewritten (see [`JsonUrlRewriter`]).
-/// Its length is unknown: the caller drops `Content-Length`.
-pub struct RewriteBody<B>(Transformed<B, JsonUrlRewriter>);
+impl<B, T> Body for Transformed<B, T>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    T: Transform + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
 
-impl<B> RewriteBody<B>
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Transformed::poll_frame(self.get_mut(), cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        Transformed::is_end_stream(self)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// A body with base URLs in its JSON strings rewritten (see [`JsonUrlRewriter`]).
+pub type RewriteBody<B> = Transformed<B, JsonUrlRewriter>;
+
+impl<B> Transformed<B, JsonUrlRewriter>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     pub fn new(inner: B, from: &Base, to: &Base) -> Self {
-        RewriteBody(Transformed::new(inner, JsonUrlRewriter::new(from, to)))
+        Transformed::with(inner, JsonUrlRewriter::new(from, to))
     }
 }
 
-impl<B> Body for RewriteBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
+/// A body with a secret redacted (see [`StreamRedact`]).
+pub type RedactBody<B> = Transformed<B, StreamRedact>;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.get_mut().0.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
-
-/// A body with a secret redacted (see [`StreamRedact`]). Its length is unknown.
-pub struct RedactBody<B>(Transformed<B, StreamRedact>);
-
-impl<B> RedactBody<B>
+impl<B> Transformed<B, StreamRedact>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     pub fn new(inner: B, needle: &[u8], replacement: &[u8]) -> Self {
-        RedactBody(Transformed::new(
-            inner,
-            StreamRedact::new(needle, replacement),
-        ))
-    }
-}
-
-impl<B> Body for RedactBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.get_mut().0.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        Transformed::with(inner, StreamRedact::new(needle, replacement))
     }
 }
 

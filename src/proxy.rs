@@ -387,8 +387,9 @@ where
     )
     .await?;
     exchange.response_json = response_json;
-    let body = Guarded::new(body, client_slot);
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
+    // The IdP's slot is freed with the exchange, when the response body is done.
+    exchange.client_slot = Some(client_slot);
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Why the inbound body failed, if it did.
@@ -647,7 +648,7 @@ fn new_request_id() -> String {
 }
 
 /// One of an IdP's `max_requests_per_client` slots, freed when the response body is done.
-struct ClientSlot(Arc<AtomicUsize>);
+pub struct ClientSlot(Arc<AtomicUsize>);
 
 impl ClientSlot {
     fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<ClientSlot> {
@@ -663,40 +664,5 @@ impl ClientSlot {
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A body that holds guards (in-flight marks) until it is finished or dropped.
-struct Guarded<G> {
-    inner: ProxyBody,
-    _guard: G,
-}
-
-impl<G> Guarded<G> {
-    fn new(inner: ProxyBody, guard: G) -> Guarded<G> {
-        Guarded {
-            inner,
-            _guard: guard,
-        }
-    }
-}
-
-impl<G: Unpin> Body for Guarded<G> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
