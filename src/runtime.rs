@@ -33,7 +33,6 @@ pub struct Snapshot {
     proxy_auth: Option<http::HeaderValue>,
     /// How personal values are written to the traffic log.
     pub pii: PiiPolicy,
-    pub loaded_at: SystemTime,
 }
 
 pub struct RouteRuntime {
@@ -430,7 +429,6 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         upstream_roots,
         proxy_auth,
         pii,
-        loaded_at: SystemTime::now(),
     })
 }
 
