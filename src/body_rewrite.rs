@@ -152,7 +152,11 @@ impl JsonUrlRewriter {
                     }
                 },
                 State::Matching => {
-                    if self.step(input[i], out) {
+                    if self.esc == Esc::None {
+                        i += self.match_plain_run(&input[i..], out);
+                    }
+                    if self.state == State::Matching && i < input.len() && self.step(input[i], out)
+                    {
                         i += 1;
                     }
                     copied = i;
@@ -292,6 +296,68 @@ impl JsonUrlRewriter {
                 false
             }
         }
+    }
+
+    /// The fast path of `step` for a run of plain bytes (no `"`, no `\\`), which decode to
+    /// themselves: the patterns are compared slice-wise instead of byte by byte. Returns how many
+    /// bytes were consumed; the byte after them, if any, is left to `step`.
+    fn match_plain_run(&mut self, input: &[u8], out: &mut BytesMut) -> usize {
+        let end = memchr::memchr2(b'"', b'\\', input).unwrap_or(input.len());
+        let run = &input[..end];
+        if run.is_empty() {
+            return 0;
+        }
+        // Per pattern: where it first matches (at a boundary byte) or dies, within `run`.
+        let mut first_match: Option<usize> = None;
+        let mut last_death: usize = 0;
+        let mut alive = self.alive;
+        for (idx, p) in self.patterns.iter().enumerate() {
+            if self.alive & (1 << idx) == 0 {
+                continue;
+            }
+            let rest = &p.bytes[self.matched.min(p.bytes.len())..];
+            let common = rest.len().min(run.len());
+            let differs = (0..common).find(|&k| !p.eq_at(self.matched + k, run[k]));
+            let event = match differs {
+                Some(k) => Some((k, false)),
+                None if run.len() > rest.len() => {
+                    let k = rest.len();
+                    // A pattern only matches on its first byte past the end when that byte is a boundary.
+                    Some((k, matches!(run[k], b'/' | b'?' | b'#')))
+                }
+                None => None,
+            };
+            match event {
+                Some((k, true)) => first_match = Some(first_match.map_or(k, |m| m.min(k))),
+                Some((k, false)) => {
+                    alive &= !(1 << idx);
+                    last_death = last_death.max(k);
+                }
+                None => {}
+            }
+        }
+        if let Some(k) = first_match {
+            // As in `step`: a match wins over deaths at the same byte; the boundary byte stays as written.
+            out.extend_from_slice(&self.replacement);
+            out.extend_from_slice(&run[k..=k]);
+            self.pending.clear();
+            self.state = State::InString { escaped: false };
+            return k + 1;
+        }
+        if alive == 0 {
+            // The string cannot match: what was held back goes out, and the killing byte is
+            // re-read by the plain string scanner.
+            out.extend_from_slice(&self.pending);
+            out.extend_from_slice(&run[..last_death]);
+            self.pending.clear();
+            self.state = State::InString { escaped: false };
+            return last_death;
+        }
+        self.alive = alive;
+        self.matched += run.len();
+        self.pending.extend_from_slice(run);
+        self.char_start = self.pending.len() - 1;
+        run.len()
     }
 
     /// Whether a string whose content begins with `b` may match (escapes are decoded first).

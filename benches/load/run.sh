@@ -211,7 +211,7 @@ render() { # template output [KEY=VALUE]...
     sed "${args[@]}" "$tpl" >"$out"
     ! grep -q '@[A-Z_]*@' "$out" || die "unrendered placeholder in $out"
 }
-render "$HERE/nginx-upstream.conf.in" "$WORK/nginx-upstream.conf"
+render "$HERE/nginx-upstream.conf.in" "$WORK/nginx-upstream.conf" UP_HTTP2="${UPSTREAM_HTTP2:+ http2}"
 render "$HERE/nginx-proxy.conf.in" "$WORK/nginx-proxy.conf" NAME=nginx-proxy KEEPALIVE="${NGINX_UPSTREAM_KEEPALIVE:-32}"
 render "$HERE/nginx-proxy.conf.in" "$WORK/nginx-ka128.conf" NAME=nginx-ka128 KEEPALIVE=128 NGX_PORT="$NGX_KA_PORT"
 render "$HERE/scim-proxy.toml.in" "$WORK/scim-proxy.toml" PORT="$PROXY_PORT" TRAFFIC=off
