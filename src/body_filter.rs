@@ -12,7 +12,11 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::body_rewrite::{JsonUrlRewriter, RedactBody, RewriteBody, StreamRedact, Transform};
+use std::sync::Arc;
+
+use crate::body_rewrite::{
+    JsonUrlRewriter, Needles, RedactBody, RewriteBody, StreamRedact, Transform,
+};
 use crate::error::{ErrorKind, ProxyError};
 use crate::rewrite::Base;
 
@@ -116,15 +120,16 @@ fn has_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// A response body on its way down: upstream URLs -> the base the client addressed (JSON only,
-/// when `urls` is given), and the v2 token masked in every body. Also returns the body as the
-/// upstream sent it when it was small JSON and read whole (for the traffic log).
+/// when `urls` is given), and the v2 token masked in every body (`token`: its spellings and mask,
+/// see [`Needles::masking`]). Also returns the body as the upstream sent it when it was small JSON
+/// and read whole (for the traffic log).
 pub async fn response_body(
     method: &Method,
     status: StatusCode,
     headers: &mut HeaderMap,
     body: ProxyBody,
     urls: Option<(&Base, &Base)>,
-    secret: &str,
+    token: &Arc<Needles>,
 ) -> Result<(ProxyBody, Option<Bytes>), ProxyError> {
     // No body to touch, and a HEAD's Content-Length describes the GET's.
     if method == Method::HEAD
@@ -133,8 +138,6 @@ pub async fn response_body(
     {
         return Ok((body, None));
     }
-    let secret = secret.as_bytes();
-    let mask = vec![b'*'; secret.len()];
     let json = is_json(headers) && !is_encoded(headers);
     match declared_length(headers) {
         Some(n) if json && n <= WHOLE_BODY_LIMIT => {
@@ -154,7 +157,7 @@ pub async fn response_body(
                 }
                 None => bytes.clone(),
             };
-            let out = StreamRedact::new(secret, &mask).run_whole(&rewritten);
+            let out = StreamRedact::shared(token.clone()).run_whole(&rewritten);
             set_length(headers, out.len());
             // The upstream's own bytes, for the traffic log (which masks the token before use).
             Ok((full(out), Some(bytes)))
@@ -166,24 +169,23 @@ pub async fn response_body(
             headers.remove(header::CONTENT_LENGTH);
             let rewritten = RewriteBody::new(body, upstream, client);
             Ok((
-                RedactBody::new(rewritten, secret, &mask).boxed_unsync(),
+                RedactBody::shared(rewritten, token.clone()).boxed_unsync(),
                 None,
             ))
         }
         _ => {
             // Escaped spellings of a token with `/`, `"` or `\` are longer than the mask.
-            if secret.iter().any(|b| matches!(b, b'/' | b'"' | b'\\')) {
+            if !token.keeps_length() {
                 headers.remove(header::CONTENT_LENGTH);
             }
-            Ok((RedactBody::new(body, secret, &mask).boxed_unsync(), None))
+            Ok((RedactBody::shared(body, token.clone()).boxed_unsync(), None))
         }
     }
 }
 
 /// `input` with every spelling of `secret` masked (for what the traffic log keeps).
 pub fn redact(input: &[u8], secret: &str) -> Bytes {
-    let mask = vec![b'*'; secret.len()];
-    StreamRedact::new(secret.as_bytes(), &mask).run_whole(input)
+    StreamRedact::shared(Arc::new(Needles::masking(secret.as_bytes()))).run_whole(input)
 }
 
 fn full(bytes: Bytes) -> ProxyBody {
@@ -236,7 +238,7 @@ mod tests {
             &mut h,
             full(Bytes::from_static(body)),
             Some((&up(), &client())),
-            "tok-123",
+            &Arc::new(Needles::masking(b"tok-123")),
         )
         .await
         .unwrap()
@@ -260,7 +262,7 @@ mod tests {
             &mut h,
             full(Bytes::from_static(body)),
             Some((&up(), &client())),
-            "zzz",
+            &Arc::new(Needles::masking(b"zzz")),
         )
         .await
         .unwrap()
@@ -286,7 +288,7 @@ mod tests {
             &mut h,
             full(Bytes::from_static(body)),
             Some((&up(), &client())),
-            "tok-123",
+            &Arc::new(Needles::masking(b"tok-123")),
         )
         .await
         .unwrap()
@@ -308,7 +310,7 @@ mod tests {
             &mut h,
             crate::body::empty(),
             Some((&up(), &client())),
-            "t",
+            &Arc::new(Needles::masking(b"t")),
         )
         .await
         .unwrap();

@@ -5,6 +5,7 @@
 //! `http_body::Body` frame by frame.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -505,19 +506,26 @@ enum At {
 /// still contain it where a replacement abuts original bytes.
 #[derive(Debug, Clone)]
 pub struct StreamRedact {
+    needles: Arc<Needles>,
+    carry: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+/// What [`StreamRedact`] looks for and writes instead: built once per v2 token and shared, so a
+/// response does not rebuild the escaped spellings.
+#[derive(Debug)]
+pub struct Needles {
     needles: Vec<Vec<u8>>,
     first: [bool; 256],
     /// The distinct first bytes of the needles (usually one).
     starts: Vec<u8>,
     max_len: usize,
     replacement: Vec<u8>,
-    carry: Vec<u8>,
-    scratch: Vec<u8>,
 }
 
-impl StreamRedact {
-    /// Redacts `needle` as is and as it appears inside JSON strings (`"`, `\` escaped, with or
-    /// without `/` escaped as `\/`). An empty needle redacts nothing.
+impl Needles {
+    /// `needle` as is and as it appears inside JSON strings (`"`, `\` escaped, with or without
+    /// `/` escaped as `\/`). An empty needle redacts nothing.
     pub fn new(needle: &[u8], replacement: &[u8]) -> Self {
         let mut needles: Vec<Vec<u8>> = Vec::new();
         if !needle.is_empty() {
@@ -539,19 +547,44 @@ impl StreamRedact {
                 starts.push(n[0]);
             }
         }
-        StreamRedact {
+        Needles {
             max_len: needles.iter().map(Vec::len).max().unwrap_or(0),
             needles,
             first,
             starts,
             replacement: replacement.to_vec(),
+        }
+    }
+
+    /// The token masked with as many `*`.
+    pub fn masking(secret: &[u8]) -> Self {
+        Needles::new(secret, &vec![b'*'; secret.len()])
+    }
+
+    /// Whether every replacement keeps the length (no escaped spelling is longer than the mask).
+    pub fn keeps_length(&self) -> bool {
+        self.needles
+            .iter()
+            .all(|n| n.len() == self.replacement.len())
+    }
+}
+
+impl StreamRedact {
+    /// Redacts `needle` as is and as it appears inside JSON strings (see [`Needles::new`]).
+    pub fn new(needle: &[u8], replacement: &[u8]) -> Self {
+        StreamRedact::shared(Arc::new(Needles::new(needle, replacement)))
+    }
+
+    pub fn shared(needles: Arc<Needles>) -> Self {
+        StreamRedact {
+            needles,
             carry: Vec::new(),
             scratch: Vec::new(),
         }
     }
 
     pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
-        if self.needles.is_empty() {
+        if self.needles.needles.is_empty() {
             out.extend_from_slice(input);
             return;
         }
@@ -560,7 +593,7 @@ impl StreamRedact {
             // Positions inside the carry see it joined with enough of `input` to decide: a match
             // starting there is at most `max_len` long.
             let c = self.carry.len();
-            let take = input.len().min(self.max_len - 1);
+            let take = input.len().min(self.needles.max_len - 1);
             let mut scratch = std::mem::take(&mut self.scratch);
             scratch.clear();
             scratch.extend_from_slice(&self.carry);
@@ -570,7 +603,7 @@ impl StreamRedact {
             while i < c {
                 match self.at(&scratch[i..], false) {
                     At::Full(len) => {
-                        out.extend_from_slice(&self.replacement);
+                        out.extend_from_slice(&self.needles.replacement);
                         i += len;
                     }
                     At::Partial => {
@@ -598,7 +631,7 @@ impl StreamRedact {
         while i < carry.len() {
             match self.at(&carry[i..], true) {
                 At::Full(len) => {
-                    out.extend_from_slice(&self.replacement);
+                    out.extend_from_slice(&self.needles.replacement);
                     i += len;
                 }
                 At::Partial | At::No => {
@@ -623,7 +656,7 @@ impl StreamRedact {
             match self.at(&hay[j..], false) {
                 At::Full(len) => {
                     out.extend_from_slice(&hay[run..j]);
-                    out.extend_from_slice(&self.replacement);
+                    out.extend_from_slice(&self.needles.replacement);
                     j += len;
                     run = j;
                 }
@@ -640,18 +673,18 @@ impl StreamRedact {
 
     /// Offset of the next byte in `hay` that starts some needle.
     fn next_candidate(&self, hay: &[u8]) -> Option<usize> {
-        match self.starts.as_slice() {
+        match self.needles.starts.as_slice() {
             [a] => memchr::memchr(*a, hay),
             [a, b] => memchr::memchr2(*a, *b, hay),
             [a, b, c] => memchr::memchr3(*a, *b, *c, hay),
-            _ => hay.iter().position(|b| self.first[usize::from(*b)]),
+            _ => hay.iter().position(|b| self.needles.first[usize::from(*b)]),
         }
     }
 
     /// The match at the start of `hay`; `last` when no more bytes will follow.
     fn at(&self, hay: &[u8], last: bool) -> At {
         let mut best = 0;
-        for n in &self.needles {
+        for n in &self.needles.needles {
             if hay.len() >= n.len() {
                 if hay.starts_with(n) {
                     best = best.max(n.len());
@@ -832,6 +865,10 @@ where
 {
     pub fn new(inner: B, needle: &[u8], replacement: &[u8]) -> Self {
         Transformed::with(inner, StreamRedact::new(needle, replacement))
+    }
+
+    pub fn shared(inner: B, needles: Arc<Needles>) -> Self {
+        Transformed::with(inner, StreamRedact::shared(needles))
     }
 }
 
@@ -1157,7 +1194,7 @@ mod tests {
         let mut prev = 0;
         for c in cuts {
             r.feed(&hay[prev..c], &mut out);
-            assert!(r.carry.len() < r.max_len.max(1));
+            assert!(r.carry.len() < r.needles.max_len.max(1));
             prev = c;
         }
         r.feed(&hay[prev..], &mut out);
@@ -1565,7 +1602,7 @@ mod tests {
         ) {
             let r = StreamRedact::new(&needle, b"*");
             let got = redact_chunked(&hay, &needle, b"*", &cuts);
-            prop_assert_eq!(&got, &naive_replace(&hay, &r.needles, b"*"));
+            prop_assert_eq!(&got, &naive_replace(&hay, &r.needles.needles, b"*"));
             prop_assert!(!contains(&got, &needle));
             if !needle.iter().any(|b| b"/\\\"".contains(b)) {
                 let s = String::from_utf8(hay.clone()).unwrap();

@@ -4,23 +4,23 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 /// Hop-by-hop headers, never forwarded in either direction.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Inbound credentials: the IdP's token must never reach the upstream.
-pub const INBOUND_CREDENTIALS: [&str; 4] = [
-    "authorization",
-    "netskope-api-token",
-    "cookie",
-    "proxy-authorization",
+pub const INBOUND_CREDENTIALS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("netskope-api-token"),
+    header::COOKIE,
+    header::PROXY_AUTHORIZATION,
 ];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
@@ -35,7 +35,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -44,7 +44,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// (the client sets it from the upstream URI), no Expect (hyper answered it already).
 pub fn upstream_request_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
-    for name in INBOUND_CREDENTIALS {
+    for name in &INBOUND_CREDENTIALS {
         headers.remove(name);
     }
     headers.remove(header::HOST);

@@ -383,7 +383,7 @@ where
         &mut parts.headers,
         body.map_err(Into::into).boxed_unsync(),
         down_urls,
-        runtime.token.expose_for_redaction(),
+        &runtime.token_redaction,
     )
     .await?;
     exchange.response_json = response_json;

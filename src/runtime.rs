@@ -10,9 +10,11 @@ use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+
 use rustls_pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
+use crate::body_rewrite::Needles;
 use crate::config::{self, Config, PiiMode, Problem, Problems, Route, TokenSource, TrafficSink};
 use crate::rewrite::Base;
 use crate::secret::V2Token;
@@ -38,6 +40,8 @@ pub struct Snapshot {
 pub struct RouteRuntime {
     pub base: Base,
     pub token: V2Token,
+    /// The token's spellings and mask for response bodies, built once.
+    pub token_redaction: Arc<Needles>,
     /// Requests in flight per client (parallel to the route's `clients`); kept across reloads by name.
     pub client_in_flight: Vec<Arc<AtomicUsize>>,
 }
@@ -286,6 +290,9 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         match read_token(&route.token).and_then(|t| V2Token::new(&t, route.upstream_auth)) {
             Ok(token) => routes.push(RouteRuntime {
                 base: Base::new("https", &route.upstream.authority, &route.upstream.path),
+                token_redaction: Arc::new(Needles::masking(
+                    token.expose_for_redaction().as_bytes(),
+                )),
                 token,
                 client_in_flight: route
                     .clients

@@ -150,6 +150,7 @@ start() {
 
 # CPU time (user + system, all threads) of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+sys_ticks() { awk '{print $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK=$(getconf CLK_TCK)
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo -; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo -; }
@@ -291,7 +292,7 @@ DEFAULT_TARGETS="direct scim-proxy nginx"
 SC_TARGETS=([get1k_c16_log]="scim-proxy scim-proxy+log" [get1k_c128]="direct scim-proxy nginx nginx-ka128")
 
 RESULTS="$OUT/results.tsv"
-printf 'scenario\ttarget\trep\trps\tp50_us\tp99_us\terrors\tnon2xx\thwm_kb\tcpu_us_per_req\n' >"$RESULTS"
+printf 'scenario\ttarget\trep\trps\tp50_us\tp99_us\terrors\tnon2xx\thwm_kb\tcpu_us_per_req\tsys_us_per_req\tup_us_per_req\n' >"$RESULTS"
 over_time() { (($(date +%s) - T0 > MAX_SECONDS)); }
 
 # run_wrk SCENARIO TARGET REP SECONDS (REP "-" = warm-up, not recorded)
@@ -300,8 +301,10 @@ run_wrk() {
     local pid=${MEMPID[$t]} hdr=(-H "Authorization: Bearer ${TOKEN[$t]}" -H "Accept: application/scim+json")
     [[ -n "${SC_HDR[$sc]:-}" ]] && hdr+=(-H "${SC_HDR[$sc]}")
     reset_hwm "$pid"
-    local cpu0
+    local cpu0 sys0 up0 up_pid=${MEMPID[direct]}
     cpu0=$(cpu_ticks "$pid")
+    sys0=$(sys_ticks "$pid")
+    up0=$(cpu_ticks "$up_pid")
     local perf_pid=""
     if [[ -n "${PERF:-}" && "$t" == scim-proxy* && "$rep" != - ]]; then
         taskset -c "$LOADGEN_CPU" perf record -q -F "${PERF_FREQ:-499}" --call-graph dwarf -p "$pid" \
@@ -326,10 +329,15 @@ run_wrk() {
     rps=$(awk -v n="${r[requests]}" -v us="${r[duration_us]}" 'BEGIN {printf "%.1f", n / (us / 1e6)}')
     errors=$((r[connect] + r[read] + r[write] + r[timeout] + r[status]))
     # CPU the target process spent per request (the upstream's share is not in it).
-    cpu=$(awk -v a="$cpu0" -v b="$(cpu_ticks "$pid")" -v hz="$CLK_TCK" -v n="${r[requests]}" \
-        'BEGIN {printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0)}')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$t" "$rep" "$rps" "${r[p50_us]}" "${r[p99_us]}" \
-        "$errors" "${r[status]}" "$(hwm_kb "$pid")" "$cpu" >>"$RESULTS"
+    per_req() { awk -v a="$1" -v b="$2" -v hz="$CLK_TCK" -v n="${r[requests]}" \
+        'BEGIN {printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0)}'; }
+    cpu=$(per_req "$cpu0" "$(cpu_ticks "$pid")")
+    # Its kernel share, and the upstream's CPU per request in the same run (the two share a core).
+    local sys up
+    sys=$(per_req "$sys0" "$(sys_ticks "$pid")")
+    up=$(per_req "$up0" "$(cpu_ticks "$up_pid")")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$t" "$rep" "$rps" "${r[p50_us]}" "${r[p99_us]}" \
+        "$errors" "${r[status]}" "$(hwm_kb "$pid")" "$cpu" "$sys" "$up" >>"$RESULTS"
     log "$(printf '%-14s %-15s rep %s: %9s req/s  p50 %6.2f ms  p99 %6.2f ms  %7s us CPU/req  errors %s' "$sc" "$t" "$rep" \
         "$rps" "$(awk -v u="${r[p50_us]}" 'BEGIN {print u / 1000}')" "$(awk -v u="${r[p99_us]}" 'BEGIN {print u / 1000}')" \
         "$cpu" "$errors")"
