@@ -37,6 +37,8 @@
 #                                beyond it, nginx opens and closes an upstream connection per request.
 #                                At 128 connections a second nginx ("nginx-ka128", keepalive 128,
 #                                otherwise the same) runs too, to show what that costs nginx.
+#   UPSTREAM_HTTP2=1             the upstream also offers h2 (ALPN): scim-proxy then multiplexes its
+#                                requests over HTTP/2 upstream, which nginx's proxy_pass cannot do
 #   SCIM_PROXY_BIN=path          another scim-proxy binary (e.g. a build with debug line tables)
 #   PERF=1                       also `perf record` scim-proxy during its measured runs (call
 #                                graphs by DWARF; needs linux-perf): OUT/perf-<scenario>-<rep>.data
