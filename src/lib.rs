@@ -86,6 +86,11 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
         None => None,
     };
     let shared = Shared::new(snapshot, config_path)?;
+    // Bound is accepting: the kernel queues connections from here on, so /readyz must not report
+    // a start-up gap that depends on when the accept task is first polled.
+    shared
+        .accepting
+        .store(true, std::sync::atomic::Ordering::Release);
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let proxy_addr = listener.local_addr()?;

@@ -78,7 +78,6 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     let force_close = CancellationToken::new();
     let open = Arc::new(AtomicUsize::new(0));
     let refusals = RateLimitedWarn::new(Duration::from_secs(10));
-    shared.accepting.store(true, Ordering::Release);
     loop {
         let accepted = tokio::select! {
             biased;
