@@ -6,14 +6,14 @@
 //! stays bounded for big ListResponses. Redaction replaces the token with as many `*`, so it never
 //! changes a length by itself.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError};
 
 use crate::body::{BoxError, ProxyBody};
-use std::sync::Arc;
-
 use crate::body_rewrite::{
     JsonUrlRewriter, Needles, RedactBody, RewriteBody, StreamRedact, Transform,
 };

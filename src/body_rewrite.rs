@@ -488,8 +488,9 @@ fn json_escape(s: &[u8], slash: bool) -> Vec<u8> {
     out
 }
 
-/// Index of the first `a` or `b` in `hay`. Eight bytes at a time (SWAR) since `memchr` is not a
-/// direct dependency; the lowest flagged byte of the zero-byte test is always exact.
+/// Index of the first `a` or `b` in `hay`. Eight bytes at a time (SWAR), inlined: in SCIM JSON the
+/// next quote is usually a few bytes away, where a call into `memchr` measured no faster. The lowest
+/// flagged byte of the zero-byte test is always exact.
 fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
