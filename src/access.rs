@@ -217,7 +217,7 @@ impl Done {
                 let token = exchange
                     .route_index
                     .and_then(|i| snapshot.routes.get(i))
-                    .map(|r| r.token.expose_for_redaction());
+                    .map(|r| &r.token_redaction);
                 let masked = match token {
                     Some(t) => crate::body_filter::redact(bytes, t),
                     None => bytes.clone(),

@@ -183,9 +183,9 @@ pub async fn response_body(
     }
 }
 
-/// `input` with every spelling of `secret` masked (for what the traffic log keeps).
-pub fn redact(input: &[u8], secret: &str) -> Bytes {
-    StreamRedact::shared(Arc::new(Needles::masking(secret.as_bytes()))).run_whole(input)
+/// `input` with every spelling of the token masked (for what the traffic log keeps).
+pub fn redact(input: &[u8], token: &Arc<Needles>) -> Bytes {
+    StreamRedact::shared(token.clone()).run_whole(input)
 }
 
 fn full(bytes: Bytes) -> ProxyBody {

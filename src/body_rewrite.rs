@@ -108,12 +108,10 @@ impl JsonUrlRewriter {
             .collect();
         let mut may_start = [false; 256];
         may_start[usize::from(b'\\')] = true;
-        for p in &patterns {
-            for b in 0..=255u8 {
-                if p.bytes.first().is_some_and(|_| p.eq_at(0, b)) {
-                    may_start[usize::from(b)] = true;
-                }
-            }
+        // The first byte is in the origin, compared without case.
+        for &b in patterns.iter().filter_map(|p| p.bytes.first()) {
+            may_start[usize::from(b.to_ascii_lowercase())] = true;
+            may_start[usize::from(b.to_ascii_uppercase())] = true;
         }
         JsonUrlRewriter {
             may_start,
