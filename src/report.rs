@@ -317,11 +317,7 @@ impl Report {
                 failures
                     .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
                 IdpSummary {
-                    idp: format!(
-                        "{}/{}",
-                        idp.route.as_deref().unwrap_or("-"),
-                        idp.client.as_deref().unwrap_or("-")
-                    ),
+                    idp: idp_label(idp.route.as_deref(), idp.client.as_deref()),
                     route: idp.route,
                     client: idp.client,
                     first_seen: idp.first_seen,
@@ -340,15 +336,37 @@ impl Report {
     }
 }
 
+/// How a group of records is named: `route/client`, or `route/(unauthenticated)` for requests that
+/// no configured client token matched (they are not an IdP of their own).
+fn idp_label(route: Option<&str>, client: Option<&str>) -> String {
+    format!(
+        "{}/{}",
+        route.unwrap_or("(no route)"),
+        client.unwrap_or(UNAUTHENTICATED)
+    )
+}
+
+const UNAUTHENTICATED: &str = "(unauthenticated)";
+
 fn write_text(s: &Summary, out: &mut impl Write) -> io::Result<()> {
+    let idps = s.idps.iter().filter(|i| i.client.is_some()).count() as u64;
+    let unauthenticated: u64 = s
+        .idps
+        .iter()
+        .filter(|i| i.client.is_none())
+        .map(|i| i.outcomes.requests)
+        .sum();
     write!(
         out,
         "{} {} from {} {}",
         s.records,
         plural(s.records, "request", "requests"),
-        s.idps.len(),
-        plural(s.idps.len() as u64, "IdP", "IdPs"),
+        idps,
+        plural(idps, "IdP", "IdPs"),
     )?;
+    if unauthenticated > 0 {
+        write!(out, ", {unauthenticated} of them unauthenticated")?;
+    }
     if s.skipped_lines > 0 {
         write!(
             out,
@@ -362,7 +380,7 @@ fn write_text(s: &Summary, out: &mut impl Write) -> io::Result<()> {
         writeln!(out)?;
         write!(out, "== {}", idp.idp)?;
         if idp.client.is_none() {
-            write!(out, " (no authenticated client)")?;
+            write!(out, " (no configured client token matched)")?;
         }
         writeln!(out, " ==")?;
         writeln!(out, "  first seen  {}", idp.first_seen)?;
@@ -530,7 +548,7 @@ mod tests {
 
     #[test]
     fn text_report() {
-        let want = r#"12 requests from 3 IdPs (2 lines skipped: not traffic records)
+        let want = r#"12 requests from 2 IdPs, 3 of them unauthenticated (2 lines skipped: not traffic records)
 
 == entra/entra-prod ==
   first seen  2025-03-01T09:00:00.112Z
@@ -547,7 +565,7 @@ mod tests {
            first 2025-03-01T09:40:12.007Z  last 2025-03-01T09:40:12.007Z
            e.g. 2025-03-01T09:40:12.007Z e-005 user.create h:9d8c7b6a59483726 POST /SCIM/v2/Users
 
-== jumpcloud/- (no authenticated client) ==
+== jumpcloud/(unauthenticated) (no configured client token matched) ==
   first seen  2025-03-01T11:00:00.000Z
   last seen   2025-03-01T11:00:10.000Z
   requests    3: 0 2xx, 0 4xx, 0 5xx, 3 refused by proxy
@@ -587,7 +605,14 @@ mod tests {
         assert_eq!(v["skipped_lines"], 2);
         let idps = v["idps"].as_array().unwrap();
         let names: Vec<&str> = idps.iter().map(|i| i["idp"].as_str().unwrap()).collect();
-        assert_eq!(names, ["entra/entra-prod", "jumpcloud/-", "okta/okta"]);
+        assert_eq!(
+            names,
+            [
+                "entra/entra-prod",
+                "jumpcloud/(unauthenticated)",
+                "okta/okta"
+            ]
+        );
 
         let entra = &idps[0];
         assert_eq!(entra["route"], "entra");

@@ -2373,6 +2373,16 @@ async fn cli_demo_once_runs_the_flow_and_exits_0() {
         stdout.contains("upstream saw nothing"),
         "the refused step should show nothing forwarded:\n{stdout}"
     );
+    // The upstream leg leaves from the fixed egress the demo config sets, not from 127.0.0.1.
+    assert!(stdout.contains("bind_ip"), "{stdout}");
+    let forwarded: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("upstream saw ") && !l.contains("upstream saw nothing"))
+        .collect();
+    assert!(!forwarded.is_empty(), "{stdout}");
+    for line in forwarded {
+        assert!(line.contains(" from 127.0.0.2 "), "{line}");
+    }
 }
 
 // ---- 11. reload ---------------------------------------------------------------------------------

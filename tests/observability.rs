@@ -3050,7 +3050,12 @@ async fn report_summarises_a_mixed_multi_idp_run() {
     let names: Vec<&str> = idps.iter().map(|i| i["idp"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["main/-", "main/entra", "main/jumpcloud", "main/okta"]
+        [
+            "main/(unauthenticated)",
+            "main/entra",
+            "main/jumpcloud",
+            "main/okta"
+        ]
     );
     for idp in idps {
         let client = idp["client"].as_str();
@@ -3125,7 +3130,10 @@ async fn report_summarises_a_mixed_multi_idp_run() {
     assert_eq!(f[0]["by"], "proxy");
     assert_eq!(f[0]["error"], "upstream-timeout");
     assert_eq!(f[0]["example"]["request_id"], "jumpcloud-timeout");
-    let f = by_name("main/-")["failures"].as_array().unwrap().clone();
+    let f = by_name("main/(unauthenticated)")["failures"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0]["auth"], "unknown-token");
     assert_eq!(f[0]["count"], 2);
@@ -3136,7 +3144,9 @@ async fn report_summarises_a_mixed_multi_idp_run() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.starts_with(&format!("{sent} requests from 4 IdPs\n")),
+        text.starts_with(&format!(
+            "{sent} requests from 3 IdPs, 2 of them unauthenticated\n"
+        )),
         "{text}"
     );
     for idp in idps {

@@ -16,6 +16,10 @@ use crate::{runtime, tls};
 pub const DEMO_OKTA_TOKEN: &str = "okta-old-scim-token";
 pub const DEMO_ENTRA_TOKEN: &str = "entra-old-scim-token";
 const DEMO_V2_TOKEN_PREFIX: &str = "demo-v2-";
+/// The demo's fixed egress (`egress.bind_ip`): not 127.0.0.1, so that the upstream's view of the
+/// source address shows the one address a tenant allowlist needs.
+pub const DEMO_EGRESS_IP: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
 /// Runs the demo; with `once`, stops after the flow (used by the tests and CI).
 pub async fn run(listen: SocketAddr, once: bool) -> Result<(), String> {
@@ -72,7 +76,7 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), String> {
 
     match &result {
         Ok(()) => println!(
-            "\nThe flow passed through scim-proxy: every call reached /api/v2/scim with the v2 token, from 127.0.0.1."
+            "\nThe flow passed through scim-proxy: every call reached /api/v2/scim with the v2 token, from {DEMO_EGRESS_IP} (egress.bind_ip)."
         ),
         Err(e) => println!("\nThe flow FAILED: {e}"),
     }
@@ -152,7 +156,7 @@ addr = "127.0.0.1:0"    # /healthz /readyz /metrics (port chosen at start)
 traffic = "traffic.log" # one JSON line per request; `scim-proxy report traffic.log` summarises it
 
 [egress]
-bind_ip = "127.0.0.1"   # every upstream connection leaves from this address
+bind_ip = "{DEMO_EGRESS_IP}"   # every upstream connection leaves from this fixed address: the one a tenant allowlists
 ca_file = "ca.pem"      # the demo CA signed the embedded upstream's certificate
 
 [[routes]]
@@ -204,6 +208,13 @@ impl Step<'_> {
             [] => println!("    upstream saw nothing (refused at the proxy)"),
             reqs => {
                 for r in reqs {
+                    if r.peer.ip() != DEMO_EGRESS_IP {
+                        return Err(format!(
+                            "step {} ({what}): the upstream saw the request from {}, not from the fixed egress {DEMO_EGRESS_IP}",
+                            self.n,
+                            r.peer.ip()
+                        ));
+                    }
                     let token = r
                         .headers
                         .get("authorization")
