@@ -60,14 +60,23 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
         "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         "/readyz" => {
             let snapshot = shared.state.load();
-            let problems =
-                crate::metrics::readiness_problems(&snapshot, shared.is_ready(), SystemTime::now());
-            if problems.is_empty() {
-                json(StatusCode::OK, r#"{"status":"ready"}"#.into())
+            let now = SystemTime::now();
+            let problems = crate::metrics::readiness_problems(&snapshot, shared.is_ready(), now);
+            let warnings = crate::metrics::readiness_warnings(&snapshot, now);
+            let mut body = if problems.is_empty() {
+                serde_json::json!({"status": "ready"})
             } else {
-                let body = serde_json::json!({"status": "not ready", "problems": problems});
-                json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+                serde_json::json!({"status": "not ready", "problems": problems})
+            };
+            if !warnings.is_empty() {
+                body["warnings"] = serde_json::json!(warnings);
             }
+            let status = if problems.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json(status, body.to_string())
         }
         "/metrics" => {
             let text = shared.metrics.render(&shared.state.load());

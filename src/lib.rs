@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod scim_op;
 pub mod secret;
 pub mod tls;
+pub mod token_expiry;
 pub mod traffic_log;
 pub mod tunnel;
 pub mod upstream;

@@ -363,13 +363,17 @@ fn check(path: &std::path::Path, live: Option<std::time::Duration>) -> ExitCode 
     match load(path) {
         Ok(snapshot) => {
             print_summary(&snapshot.config);
-            let Some(timeout) = live else {
-                return ExitCode::SUCCESS;
+            let expired = report_token_expiry(&snapshot);
+            let live_ok = match live {
+                None => true,
+                Some(timeout) => {
+                    println!();
+                    let checks = rt.block_on(scim_proxy::preflight::run(&snapshot, timeout));
+                    print!("{}", scim_proxy::preflight::render(&checks));
+                    checks.iter().all(|c| c.ok)
+                }
             };
-            println!();
-            let checks = rt.block_on(scim_proxy::preflight::run(&snapshot, timeout));
-            print!("{}", scim_proxy::preflight::render(&checks));
-            if checks.iter().all(|c| c.ok) {
+            if live_ok && !expired {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -387,6 +391,42 @@ fn check(path: &std::path::Path, live: Option<std::time::Duration>) -> ExitCode 
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints each route's token expiry finding: an error (returns true) for a date in the past, a
+/// warning inside `token_warn_days`. Serving still starts: the upstream decides.
+fn report_token_expiry(snapshot: &scim_proxy::Snapshot) -> bool {
+    let now = std::time::SystemTime::now();
+    let mut expired = false;
+    for (i, (route, runtime)) in snapshot
+        .config
+        .routes
+        .iter()
+        .zip(&snapshot.routes)
+        .enumerate()
+    {
+        let Some(expiry) = &runtime.token_expiry else {
+            continue;
+        };
+        let state = expiry.state(now, route.token_warn);
+        let Some(what) = expiry.warning(&route.name, &route.token, now, route.token_warn) else {
+            continue;
+        };
+        let key = format!("routes[{i}].token_expires");
+        if matches!(state, scim_proxy::token_expiry::ExpiryState::Expired { .. }) {
+            expired = true;
+            eprintln!(
+                "{}: {key}: in the past: {what}",
+                snapshot.config.source.display()
+            );
+        } else {
+            eprintln!(
+                "warning: {}: {key}: {what}",
+                snapshot.config.source.display()
+            );
+        }
+    }
+    expired
 }
 
 fn print_summary(c: &Config) {

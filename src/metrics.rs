@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::runtime::Snapshot;
+use crate::token_expiry::ExpiryState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -76,6 +77,7 @@ pub struct Metrics {
     pub upstream_failures: Family<FailureLabels, Counter>,
     pub in_flight: Gauge,
     pub token_expiry_seconds: Family<RouteLabels, Gauge<f64, AtomicU64>>,
+    pub token_expiry_stale: Family<RouteLabels, Gauge>,
     pub reloads: Family<ResultLabels, Counter>,
     pub connections_refused: Family<ReasonLabels, Counter>,
     pub open_connections: Gauge,
@@ -132,6 +134,12 @@ impl Metrics {
             "Seconds until the route's REST API v2 token expires (negative: expired); only routes with token_expires",
             token_expiry_seconds.clone(),
         );
+        let token_expiry_stale = Family::<RouteLabels, Gauge>::default();
+        registry.register(
+            "token_expiry_stale",
+            "1 when the route's token changed but token_expires did not (the date is the previous token's); only routes with token_expires",
+            token_expiry_stale.clone(),
+        );
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "reloads",
@@ -158,6 +166,7 @@ impl Metrics {
             upstream_failures,
             in_flight,
             token_expiry_seconds,
+            token_expiry_stale,
             reloads,
             connections_refused,
             open_connections,
@@ -193,17 +202,24 @@ impl Metrics {
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let now = SystemTime::now();
         self.token_expiry_seconds.clear();
-        for route in &snapshot.config.routes {
-            if let Some(expires) = route.token_expires {
-                let secs = match expires.duration_since(now) {
+        self.token_expiry_stale.clear();
+        for (route, runtime) in snapshot.config.routes.iter().zip(&snapshot.routes) {
+            let Some(expiry) = &runtime.token_expiry else {
+                continue;
+            };
+            let labels = RouteLabels {
+                route: route.name.clone(),
+            };
+            self.token_expiry_stale
+                .get_or_create(&labels)
+                .set(i64::from(!expiry.applies()));
+            // A date written for another token says nothing about this one.
+            if expiry.applies() {
+                let secs = match expiry.date.duration_since(now) {
                     Ok(d) => d.as_secs_f64(),
                     Err(e) => -e.duration().as_secs_f64(),
                 };
-                self.token_expiry_seconds
-                    .get_or_create(&RouteLabels {
-                        route: route.name.clone(),
-                    })
-                    .set(secs);
+                self.token_expiry_seconds.get_or_create(&labels).set(secs);
             }
         }
         let mut out = String::new();
@@ -230,19 +246,25 @@ pub fn readiness_problems(snapshot: &Snapshot, accepting: bool, now: SystemTime)
             humantime::format_rfc3339_seconds(cert.not_after)
         ));
     }
-    for route in &snapshot.config.routes {
-        if let Some(expires) = route.token_expires
-            && expires <= now
-        {
-            problems.push(format!(
-                "route {}: the REST API v2 token expired at {} (token_expires); issue a new one and write it to {}",
-                route.name,
-                humantime::format_rfc3339_seconds(expires),
-                route.token
-            ));
-        }
-    }
     problems
+}
+
+/// What an admin should act on although the proxy serves: an expired, soon-expiring or
+/// rotated-but-undated v2 token. Not readiness: an upstream that refuses a token refuses it for
+/// every replica, and the IdP must keep seeing the upstream's real answer.
+pub fn readiness_warnings(snapshot: &Snapshot, now: SystemTime) -> Vec<String> {
+    snapshot
+        .config
+        .routes
+        .iter()
+        .zip(&snapshot.routes)
+        .filter_map(|(route, runtime)| {
+            runtime
+                .token_expiry
+                .as_ref()?
+                .warning(&route.name, &route.token, now, route.token_warn)
+        })
+        .collect()
 }
 
 /// Logs a warning once a day per route from `token_warn` before `token_expires`, so the v2
@@ -254,30 +276,30 @@ pub async fn watch_token_expiry(
     let mut last_warned: std::collections::HashMap<String, std::time::Instant> = Default::default();
     loop {
         let now = SystemTime::now();
-        for route in &shared.state.load().config.routes {
-            let Some(expires) = route.token_expires else {
+        let snapshot = shared.state.load();
+        for (route, runtime) in snapshot.config.routes.iter().zip(&snapshot.routes) {
+            let Some(expiry) = &runtime.token_expiry else {
                 continue;
             };
-            let Ok(left) = expires.duration_since(now) else {
+            // Past expiry every request logs an error (see proxy); here: soon, and rotated undated.
+            let days_left = match expiry.state(now, route.token_warn) {
+                ExpiryState::Fine { .. } | ExpiryState::Expired { .. } => continue,
+                ExpiryState::Soon { left } => Some(left.as_secs() / 86_400),
+                ExpiryState::Stale => None,
+            };
+            let Some(warning) = expiry.warning(&route.name, &route.token, now, route.token_warn)
+            else {
                 continue;
             };
-            if left > route.token_warn {
-                continue;
-            }
             let due = last_warned
                 .get(&route.name)
                 .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(86_400));
             if due {
                 last_warned.insert(route.name.clone(), std::time::Instant::now());
-                tracing::warn!(
-                    route = %route.name,
-                    expires = %humantime::format_rfc3339_seconds(expires),
-                    days_left = left.as_secs() / 86_400,
-                    "the route's REST API v2 token expires soon: issue a new one (Settings > Tools > REST API v2), write it to {} and update token_expires",
-                    route.token
-                );
+                tracing::warn!(route = %route.name, days_left, "{warning}");
             }
         }
+        drop(snapshot);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}

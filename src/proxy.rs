@@ -165,9 +165,11 @@ where
         .ok_or_else(|| ProxyError::new(ErrorKind::Internal, "route table out of step"))?;
     exchange.route = Some(route.name.clone());
     exchange.route_index = Some(index);
-    if let Some(expires) = route.token_expires
-        && expires <= std::time::SystemTime::now()
+    if let Some(expiry) = &runtime.token_expiry
+        && expiry.applies()
+        && expiry.date <= std::time::SystemTime::now()
     {
+        let expires = expiry.date;
         // Still forwarded: the upstream decides, and the IdP sees its real answer.
         tracing::error!(
             route = %route.name,

@@ -19,6 +19,7 @@ use crate::config::{self, Config, PiiMode, Problem, Problems, Route, TokenSource
 use crate::rewrite::Base;
 use crate::secret::V2Token;
 use crate::tls;
+use crate::token_expiry::TokenExpiry;
 use crate::traffic_log::{Pii, PiiPolicy, TrafficLog};
 use crate::upstream::{self, Family, UpstreamClient};
 
@@ -44,6 +45,8 @@ pub struct RouteRuntime {
     pub token_redaction: Arc<Needles>,
     /// Requests in flight per client (parallel to the route's `clients`); kept across reloads by name.
     pub client_in_flight: Vec<Arc<AtomicUsize>>,
+    /// `token_expires`, tied to the token it was written for (None: not configured).
+    pub token_expiry: Option<TokenExpiry>,
 }
 
 impl Snapshot {
@@ -173,8 +176,28 @@ impl Shared {
             );
         }
         let next = build(config, Some(&current))?;
+        log_rotated_without_a_date(&current, &next);
         self.state.store(Arc::new(next));
         Ok(())
+    }
+}
+
+/// A reload that changed a route's token but not its `token_expires`: say so once, now.
+fn log_rotated_without_a_date(current: &Snapshot, next: &Snapshot) {
+    for (route, runtime) in next.config.routes.iter().zip(&next.routes) {
+        let Some(expiry) = &runtime.token_expiry else {
+            continue;
+        };
+        let was_current = previous_route(Some(current), &route.name)
+            .and_then(|r| r.token_expiry.as_ref())
+            .is_some_and(TokenExpiry::applies);
+        if !expiry.applies() && was_current {
+            tracing::warn!(
+                route = %route.name,
+                token_expires = %humantime::format_rfc3339_seconds(expiry.date),
+                "token rotated; update token_expires: it holds the previous token's date, which no longer applies"
+            );
+        }
     }
 }
 
@@ -289,6 +312,11 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         };
         match read_token(&route.token).and_then(|t| V2Token::new(&t, route.upstream_auth)) {
             Ok(token) => routes.push(RouteRuntime {
+                token_expiry: TokenExpiry::carry(
+                    route.token_expires,
+                    token.expose_for_redaction().as_bytes(),
+                    previous_route(previous, &route.name).and_then(|r| r.token_expiry.as_ref()),
+                ),
                 base: Base::new("https", &route.upstream.authority, &route.upstream.path),
                 token_redaction: Arc::new(Needles::masking(
                     token.expose_for_redaction().as_bytes(),
@@ -452,6 +480,12 @@ fn process_pii_key() -> Vec<u8> {
 }
 
 /// The in-flight counter of the same route and client in the previous snapshot, or a new one.
+fn previous_route<'a>(previous: Option<&'a Snapshot>, route: &str) -> Option<&'a RouteRuntime> {
+    let p = previous?;
+    let i = p.config.routes.iter().position(|r| r.name == route)?;
+    p.routes.get(i)
+}
+
 fn previous_counter(previous: Option<&Snapshot>, route: &str, client: &str) -> Arc<AtomicUsize> {
     previous
         .and_then(|p| {

@@ -2419,6 +2419,108 @@ fn route_expiring(name: &str, at: SystemTime) -> RouteSpec {
 
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// The rotation trap: the admin writes a new token into token_file (as the README says) while
+/// token_expires still holds the old token's date. The proxy stays ready, uses the new token, and
+/// says the date belongs to the previous token until token_expires is updated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_under_an_old_token_expires_stays_ready_and_asks_for_the_new_date() {
+    let old_date = rfc3339(SystemTime::now() - DAY);
+    let p = Builder::new()
+        .admin()
+        .routes(vec![route_expiring("main", SystemTime::now() - DAY)])
+        .start()
+        .await;
+    let admin = p.running().admin_addr.expect("admin");
+    let (status, body) = readyz(admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["warnings"][0].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+
+    let new = format!("v2-rotated-{}", uuid::Uuid::new_v4().simple());
+    p.upstream(0).set_tokens(vec![new.clone()]);
+    write_private(p.dir(), "main.token", &format!("{new}\n"));
+    p.running().reload().expect("reload");
+    let (status, body) = readyz(admin).await;
+    assert_eq!(status, 200, "{body}");
+    let warnings = body["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{body}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(
+        warning.contains("token rotated; update token_expires"),
+        "{warning}"
+    );
+    assert!(!warning.contains(&new), "{warning}");
+    let m = scrape(admin).await;
+    assert_eq!(
+        m.value("scim_proxy_token_expiry_stale", &[("route", "main")]),
+        1.0
+    );
+    assert!(
+        !m.text.contains("scim_proxy_token_expiry_seconds{"),
+        "the old date says nothing about the new token:\n{}",
+        m.text
+    );
+    // The new token is the one forwarded, and the IdP sees the upstream's answer.
+    assert_eq!(p.get("/SCIM/v2/Users", OKTA).await.status, StatusCode::OK);
+
+    // The admin updates the date: the warning goes, the gauge follows the new date.
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    let new_date = rfc3339(SystemTime::now() + 90 * DAY);
+    assert!(config.contains(&old_date), "{config}");
+    std::fs::write(p.config_path(), config.replace(&old_date, &new_date)).unwrap();
+    p.running().reload().expect("reload");
+    let (status, body) = readyz(admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"status": "ready"}));
+    let m = scrape(admin).await;
+    assert_eq!(
+        m.value("scim_proxy_token_expiry_stale", &[("route", "main")]),
+        0.0
+    );
+    assert!(m.value("scim_proxy_token_expiry_seconds", &[("route", "main")]) > 89.0 * 86_400.0);
+    p.stop().await;
+}
+
+/// `check` refuses a token_expires in the past (naming the key) and warns inside token_warn_days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_exits_non_zero_for_a_past_token_expires_and_warns_inside_token_warn_days() {
+    let prepared = Builder::new()
+        .routes(vec![
+            route_expiring("past", SystemTime::now() - DAY),
+            route_expiring("soon", SystemTime::now() + 3 * DAY).hosts(&["addon-a.example"]),
+        ])
+        .prepare()
+        .await;
+    let config = prepared.config_path.to_str().unwrap().to_string();
+    let out = run_cli(&["check", "--config", &config], b"", &[], STEP);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("routes[0].token_expires: in the past"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("routes[1].token_expires")
+            && stderr.contains("in 2 days"),
+        "{stderr}"
+    );
+    prepared.shutdown().await;
+
+    let prepared = Builder::new()
+        .routes(vec![route_expiring("soon", SystemTime::now() + 3 * DAY)])
+        .prepare()
+        .await;
+    let config = prepared.config_path.to_str().unwrap().to_string();
+    let out = run_cli(&["check", "--config", &config], b"", &[], STEP);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("routes[0].token_expires"), "{stderr}");
+    prepared.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_200_with_a_valid_certificate_and_unexpired_tokens() {
     let p = Builder::new()
@@ -2442,7 +2544,7 @@ async fn readyz_is_200_with_a_valid_certificate_and_unexpired_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_names_a_route_whose_token_is_past_token_expires_and_requests_still_go_through() {
+async fn readyz_warns_of_a_route_whose_token_is_past_token_expires_and_requests_still_go_through() {
     let now = SystemTime::now();
     let p = Builder::new()
         .admin()
@@ -2454,14 +2556,21 @@ async fn readyz_names_a_route_whose_token_is_past_token_expires_and_requests_sti
         .start()
         .await;
     let admin = p.running().admin_addr.expect("admin");
+    // A warning, not unreadiness: every replica would leave the Service at once otherwise.
     let (status, body) = readyz(admin).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["status"], "not ready");
-    let problems = body["problems"].as_array().expect("problems");
-    assert_eq!(problems.len(), 1, "{body}");
-    let problem = problems[0].as_str().unwrap();
-    for part in ["route expired", "token_expires", "expired.token"] {
-        assert!(problem.contains(part), "{problem:?} lacks {part:?}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert!(body.get("problems").is_none(), "{body}");
+    let warnings = body["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{body}");
+    let warning = warnings[0].as_str().unwrap();
+    for part in [
+        "route expired",
+        "token_expires",
+        "expired.token",
+        "update token_expires",
+    ] {
+        assert!(warning.contains(part), "{warning:?} lacks {part:?}");
     }
     for s in p.secrets() {
         assert!(!body.to_string().contains(&s));
@@ -2878,8 +2987,8 @@ async fn an_expired_token_logs_an_error_on_every_request_and_a_soon_expiring_one
     let served = Served::start(&prepared.config_path, &prepared.ca_pem).await;
     let admin = served.admin.expect("admin address in the serving line");
     let (status, body) = readyz(admin).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["problems"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["warnings"].as_array().map(Vec::len), Some(2), "{body}");
 
     for i in 0..2 {
         let a = served
