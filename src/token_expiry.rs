@@ -102,7 +102,7 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
 
-    fn at(days: u64) -> SystemTime {
+    fn at(days: u32) -> SystemTime {
         SystemTime::UNIX_EPOCH + DAY * days
     }
 
