@@ -95,7 +95,9 @@ pub async fn request_body(
 }
 
 fn request_body_error(e: BoxError) -> ProxyError {
-    if has_length_limit(&*e) {
+    if let Some(stalled) = crate::error::find_in_chain::<crate::error::BodyStalled>(&*e) {
+        ProxyError::new(ErrorKind::RequestTimeout, stalled.to_string())
+    } else if has_length_limit(&*e) {
         ProxyError::new(
             ErrorKind::PayloadTooLarge,
             "the request body is larger than the proxy's limit",

@@ -113,6 +113,7 @@ struct RawLimits {
     upstream_connect_timeout: Option<String>,
     upstream_idle_timeout: Option<String>,
     header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
     tls_handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
     shutdown_grace: Option<String>,
@@ -272,8 +273,12 @@ pub struct Limits {
     /// HTTP/1.1: the request head must arrive within this, counted from when the connection
     /// starts waiting for it (so it is also the keep-alive idle limit between requests).
     pub header_read_timeout: Duration,
+    /// A request body that delivers no byte for this long is answered 408 and its upstream
+    /// request aborted (a stalled body would otherwise hold the IdP's slot forever).
+    pub body_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
-    /// A connection with no request in flight and no bytes moving for this long is closed (HTTP/2 too).
+    /// A connection with no request in flight for this long is closed, however many bytes
+    /// (HTTP/2 PINGs, say) keep it warm; a response the client stops reading for this long too.
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Request bodies above this are refused with 413.
@@ -296,6 +301,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_idle_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
@@ -621,6 +627,11 @@ impl Validator {
                 "limits.header_read_timeout",
                 raw.header_read_timeout,
                 d.header_read_timeout,
+            ),
+            body_read_timeout: self.duration(
+                "limits.body_read_timeout",
+                raw.body_read_timeout,
+                d.body_read_timeout,
             ),
             tls_handshake_timeout: self.duration(
                 "limits.tls_handshake_timeout",

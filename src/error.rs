@@ -29,6 +29,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// 403: the client address is not in `allow_cidrs` (known only from X-Forwarded-For).
     Forbidden,
+    /// 408: the request body stopped arriving for `body_read_timeout`.
+    RequestTimeout,
     /// 413: the request body is over `max_body`.
     PayloadTooLarge,
     /// 429 with `Retry-After`: this IdP has `max_requests_per_client` requests in flight.
@@ -55,6 +57,7 @@ impl ErrorKind {
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
@@ -73,6 +76,7 @@ impl ErrorKind {
             | ErrorKind::UriTooLong
             | ErrorKind::Unauthorized
             | ErrorKind::Forbidden
+            | ErrorKind::RequestTimeout
             | ErrorKind::PayloadTooLarge
             | ErrorKind::TooManyRequests
             | ErrorKind::NotImplemented => Origin::Downstream,
@@ -92,6 +96,7 @@ impl ErrorKind {
             ErrorKind::UriTooLong => "uri-too-long",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::RequestTimeout => "request-timeout",
             ErrorKind::PayloadTooLarge => "payload-too-large",
             ErrorKind::TooManyRequests => "too-many-requests",
             ErrorKind::NotImplemented => "not-implemented",
@@ -103,6 +108,22 @@ impl ErrorKind {
         }
     }
 }
+
+/// The request body delivered no byte for `body_read_timeout` (in a body's error chain).
+#[derive(Debug)]
+pub struct BodyStalled(pub std::time::Duration);
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body stopped arriving: no byte for {} (limits.body_read_timeout)",
+            humantime::format_duration(self.0)
+        )
+    }
+}
+
+impl std::error::Error for BodyStalled {}
 
 /// A request the proxy answers itself. `detail` is shown to the client: it must never hold a secret.
 #[derive(Debug, Clone)]
@@ -136,8 +157,8 @@ impl ProxyError {
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            // The rest of an oversized body is not read: the connection cannot be reused.
-            ErrorKind::PayloadTooLarge => {
+            // The rest of an oversized or stalled body is not read: the connection cannot be reused.
+            ErrorKind::PayloadTooLarge | ErrorKind::RequestTimeout => {
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }

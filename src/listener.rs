@@ -21,38 +21,67 @@ use crate::config::Limits;
 use crate::proxy::{ConnInfo, ProxyService};
 use crate::runtime::Shared;
 
-/// Per-connection liveness: requests in flight and when bytes last moved.
+/// Per-connection liveness. Idleness is measured in requests, not bytes: HTTP/2 PINGs and their
+/// ACKs move bytes on a connection that does nothing, and must not keep it open.
 #[derive(Debug)]
 pub struct ConnState {
     started: Instant,
-    last_activity_ms: AtomicU64,
+    /// When the last request started or ended (ms since `started`).
+    last_request_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Whether the client has sent any byte (after the TLS handshake).
+    read_any: std::sync::atomic::AtomicBool,
+    /// Since when a write has been waiting on a client that does not read (ms since `started`,
+    /// plus one; 0 while writes progress).
+    write_blocked_since_ms: AtomicU64,
 }
 
 impl ConnState {
     pub fn new() -> ConnState {
         ConnState {
             started: Instant::now(),
-            last_activity_ms: AtomicU64::new(0),
+            last_request_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            read_any: std::sync::atomic::AtomicBool::new(false),
+            write_blocked_since_ms: AtomicU64::new(0),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_activity_ms.store(ms, Ordering::Relaxed);
+        self.last_request_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn idle_for(&self) -> Duration {
-        let now = self.started.elapsed();
-        now.saturating_sub(Duration::from_millis(
-            self.last_activity_ms.load(Ordering::Relaxed),
-        ))
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_request_ms.load(Ordering::Relaxed)),
+        )
+    }
+
+    fn write_blocked(&self, blocked: bool) {
+        if !blocked {
+            self.write_blocked_since_ms.store(0, Ordering::Relaxed);
+        } else if self.write_blocked_since_ms.load(Ordering::Relaxed) == 0 {
+            self.write_blocked_since_ms
+                .store(self.now_ms().saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    fn write_blocked_for(&self) -> Duration {
+        match self.write_blocked_since_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_millis(self.now_ms().saturating_sub(since - 1)),
+        }
     }
 
     /// Marks a request in flight until the guard drops.
     pub fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
         InFlight(self.clone())
     }
 }
@@ -239,7 +268,6 @@ async fn serve_http<I>(
 {
     let peer = conn.peer;
     let state = conn.state.clone();
-    state.touch();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -269,11 +297,15 @@ async fn serve_http<I>(
     );
     tokio::pin!(connection);
     let idle_timeout = limits.idle_timeout;
+    let first_byte_timeout = limits.header_read_timeout;
     let mut tick = tokio::time::interval(
-        (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        (idle_timeout.min(first_byte_timeout) / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5)),
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining = false;
+    // After an idle GOAWAY, a peer that keeps the connection open anyway is cut off.
+    let mut idle_close_by: Option<Instant> = None;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -287,16 +319,36 @@ async fn serve_http<I>(
                 connection.as_mut().graceful_shutdown();
                 draining = true;
             }
-            _ = tick.tick(), if !draining => {
+            _ = tick.tick() => {
+                if state.write_blocked_for() >= idle_timeout {
+                    tracing::debug!(peer = %peer, "closing a connection whose client stopped reading its response");
+                    return;
+                }
+                if idle_close_by.is_some_and(|by| Instant::now() >= by) {
+                    return;
+                }
+                if draining {
+                    continue;
+                }
+                // hyper's header_read_timeout starts only once HTTP/1 is chosen; a connection that
+                // sends nothing after the handshake is held to it here.
+                if !state.read_any.load(Ordering::Relaxed) && state.started.elapsed() >= first_byte_timeout {
+                    tracing::debug!(peer = %peer, "closing a connection that sent no request within header_read_timeout");
+                    return;
+                }
                 if state.in_flight.load(Ordering::Acquire) == 0 && state.idle_for() >= idle_timeout {
                     tracing::debug!(peer = %peer, "closing idle connection");
                     connection.as_mut().graceful_shutdown();
                     draining = true;
+                    idle_close_by = Some(Instant::now() + IDLE_CLOSE_GRACE);
                 }
             }
         }
     }
 }
+
+/// How long a peer gets to close after an idle GOAWAY before the connection is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Counts open connections for `max_connections`.
 struct OpenGuard(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
@@ -356,7 +408,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.state.touch();
+            self.state.read_any.store(true, Ordering::Relaxed);
         }
         result
     }
@@ -369,9 +421,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.touch();
-        }
+        self.state.write_blocked(result.is_pending());
         result
     }
 
@@ -381,9 +431,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.touch();
-        }
+        self.state.write_blocked(result.is_pending());
         result
     }
 

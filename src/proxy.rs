@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -303,6 +303,8 @@ where
         inner: Limited::new(body, body_limit).boxed_unsync(),
         count: exchange.bytes_in.clone(),
         failure: inbound_failure.clone(),
+        stall_after: limits.body_read_timeout,
+        stall: None,
     };
     let (body, request_json) =
         body_filter::request_body(&mut parts.headers, counted.boxed_unsync(), body_urls).await?;
@@ -360,6 +362,10 @@ where
                 ErrorKind::BadRequest,
                 "the request body could not be read (malformed chunked encoding, or the connection broke)",
             ),
+            Inbound::Stalled => ProxyError::new(
+                ErrorKind::RequestTimeout,
+                crate::error::BodyStalled(limits.body_read_timeout).to_string(),
+            ),
         });
     }
     let res = match result {
@@ -399,6 +405,8 @@ where
 enum Inbound {
     TooLarge,
     Broken,
+    /// No byte for `body_read_timeout`: the body fails, so the upstream request is aborted.
+    Stalled,
 }
 
 #[derive(Default)]
@@ -415,6 +423,9 @@ struct Counted {
     inner: ProxyBody,
     count: Arc<std::sync::atomic::AtomicU64>,
     failure: Arc<InboundFailure>,
+    stall_after: Duration,
+    /// Armed while the body is waited on; reset by every frame.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Body for Counted {
@@ -426,6 +437,18 @@ impl Body for Counted {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            let after = self.stall_after;
+            let stall = self
+                .stall
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+            if stall.as_mut().poll(cx).is_ready() {
+                let _ = self.failure.0.set(Inbound::Stalled);
+                return Poll::Ready(Some(Err(Box::new(crate::error::BodyStalled(after)))));
+            }
+            return Poll::Pending;
+        }
+        self.stall = None;
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

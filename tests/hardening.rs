@@ -1088,6 +1088,164 @@ async fn idle_connections_are_closed_after_idle_timeout_but_not_while_a_request_
     p.stop().await;
 }
 
+/// An HTTP/2 client that sends nothing but PINGs (and ACKs the server's) holds no request: it is
+/// closed with a GOAWAY at idle_timeout. Before, every PING counted as activity, so any h2 library
+/// held a connection slot forever with no token and no effort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_kept_warm_only_by_pings_is_closed_at_idle_timeout() {
+    let p = Builder::new().limit("idle_timeout", "\"1s\"").start().await;
+    let mut tls = tls_connect(p.addr, h2_tls(p.ca_pem())).await.expect("TLS");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(h2_frame(0x4, 0, 0, &[]));
+    tls.write_all(&start).await.unwrap();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pings = 0u64;
+    let closed = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "still open after {pings} PINGs: frames {:?}",
+            h2_frames(&seen).iter().map(|f| f.0).collect::<Vec<_>>()
+        );
+        pings += 1;
+        let mut out = h2_frame(0x6, 0, 0, &pings.to_be_bytes());
+        // ACK the server's SETTINGS and PINGs, as every h2 library does.
+        for (kind, flags, _, payload) in h2_frames(&seen) {
+            if kind == 0x6 && flags & 0x1 == 0 {
+                out.extend(h2_frame(0x6, 0x1, 0, &payload));
+            }
+        }
+        if write_lenient(&mut tls, &out).await < out.len() {
+            break true;
+        }
+        seen.clear();
+        match tokio::time::timeout(Duration::from_millis(300), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if h2_frames(&seen).iter().any(|f| f.0 == 0x7) {
+            break wait_closed(&mut tls, Duration::from_secs(8)).await.is_ok();
+        }
+    };
+    assert!(closed, "GOAWAY sent but the connection stayed open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_still_serves(&p).await;
+    p.stop().await;
+}
+
+/// A TLS connection that sends no byte after the handshake is closed at header_read_timeout
+/// (before: only at idle_timeout, as the HTTP version sniffing ran before hyper's own timer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_silent_after_the_handshake_is_closed_at_header_read_timeout() {
+    let p = Builder::new()
+        .limit("header_read_timeout", "\"1s\"")
+        .limit("idle_timeout", "\"60s\"")
+        .start()
+        .await;
+    for alpn in [h1_tls(p.ca_pem()), h2_tls(p.ca_pem())] {
+        let mut tls = tls_connect(p.addr, alpn).await.expect("TLS");
+        let ended = wait_closed(&mut tls, Duration::from_secs(8))
+            .await
+            .expect("a silent connection must be closed at header_read_timeout");
+        assert!(
+            ended.after >= Duration::from_millis(900),
+            "{:?}",
+            ended.after
+        );
+    }
+    assert_still_serves(&p).await;
+    p.stop().await;
+}
+
+/// A request body that stops after one byte is answered 408 (SCIM Error) at body_read_timeout,
+/// frees the IdP's slot, and nothing reaches the upstream whole: buffered JSON and a streamed body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_stops_arriving_is_408_and_never_completed_upstream() {
+    let p = Builder::new()
+        .limit("body_read_timeout", "\"1s\"")
+        .limit("max_requests_per_client", "1")
+        .start()
+        .await;
+    for content_type in ["application/scim+json", "application/octet-stream"] {
+        let mut tls = h1_conn(&p).await;
+        let head = head(
+            "POST",
+            "/SCIM/v2/Users",
+            &format!("Content-Type: {content_type}\r\nContent-Length: 100\r\n"),
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.write_all(b"{").await.unwrap();
+        tls.flush().await.unwrap();
+        let started = Instant::now();
+        let a = read_one(&mut tls, Duration::from_secs(8))
+            .await
+            .unwrap_or_else(|e| panic!("{content_type}: {e}"));
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
+        p.assert_error(&a, 408, &["body_read_timeout"]);
+        assert_eq!(a.header("connection"), Some("close"), "{content_type}");
+    }
+    // The buffered JSON body never left; the streamed one was started and then aborted: the test
+    // upstream records it (once its own read fails) with what it got, never the 100 bytes declared.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = p.upstream(0).requests();
+    assert!(seen.len() <= 1, "{}", seen.len());
+    assert!(
+        seen.iter().all(|r| r.body.len() < 100),
+        "a stalled body completed upstream"
+    );
+    // The IdP's one slot is free again.
+    assert_still_serves(&p).await;
+    let lines = traffic_lines(&p, 3).await;
+    let timed_out: Vec<_> = lines.iter().filter(|l| l["status"] == 408).collect();
+    assert_eq!(timed_out.len(), 2, "{lines:?}");
+    assert!(
+        timed_out.iter().all(|l| l["error"] == "request-timeout"),
+        "{timed_out:?}"
+    );
+    p.stop().await;
+}
+
+/// A client that stops reading its response blocks the proxy's writes: after idle_timeout of a
+/// blocked write the connection is closed, although a request is still in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_response_is_closed_after_idle_timeout() {
+    const SIZE: usize = 32 * 1024 * 1024; // far more than loopback socket buffers hold
+    let p = Builder::new().limit("idle_timeout", "\"1s\"").start().await;
+    p.upstream(0).push_override(Override {
+        status: StatusCode::OK,
+        headers: vec![("content-type".into(), "application/octet-stream".into())],
+        body: Bytes::from(vec![b'x'; SIZE]),
+        delay: Duration::ZERO,
+    });
+    let mut tls = h1_conn(&p).await;
+    tls.write_all(head("GET", "/SCIM/v2/Users", "").as_bytes())
+        .await
+        .unwrap();
+    // Not reading for well past idle_timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ended = wait_closed(&mut tls, Duration::from_secs(10))
+        .await
+        .expect("the connection must be closed, not left waiting on the client");
+    assert!(
+        ended.bytes.len() < SIZE,
+        "the whole response arrived ({} bytes): the stalled write was never cut",
+        ended.bytes.len()
+    );
+    assert_still_serves(&p).await;
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_refuses_the_next_at_once_and_accepts_again_after_a_close() {
     let p = Builder::new()
