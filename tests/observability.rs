@@ -1524,6 +1524,93 @@ async fn jumpcloud_requests_are_read_as_scim_operations() {
     p.stop().await;
 }
 
+/// What the traffic log reads of the upstream's answer: the same records whether the upstream
+/// announces a Content-Length or answers chunked (streamed bodies are teed for the record).
+async fn records_of_read_and_conflict(chunked: bool) -> (Value, Value) {
+    let mut prepared = Builder::new().h1_upstream().prepare().await;
+    log_config(&mut prepared, "pii = \"plain\"\n");
+    let p = prepared.start().await;
+    p.upstream(0).set_chunked(chunked);
+    let framing = |a: &Answer| a.header("content-length").is_some();
+    let user = okta_user("framing.user@example.com", true);
+    let created = send(
+        &p,
+        Some(OKTA),
+        None,
+        Method::POST,
+        "/SCIM/v2/Users",
+        Some(&user),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let uid = id_of(&created);
+
+    let read = send(
+        &p,
+        Some(OKTA),
+        Some("framing-read"),
+        Method::GET,
+        &format!("/SCIM/v2/Users/{uid}"),
+        None,
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.json()["userName"], "framing.user@example.com");
+    // The upstream's framing carries through: a chunked answer is streamed, not read whole.
+    assert_eq!(framing(&read), !chunked, "{:?}", read.headers);
+    let dup = send(
+        &p,
+        Some(OKTA),
+        Some("framing-dup"),
+        Method::POST,
+        "/SCIM/v2/Users",
+        Some(&user),
+    )
+    .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    assert_eq!(framing(&dup), !chunked, "{:?}", dup.headers);
+    let records = (
+        record(p.dir(), "framing-read").await,
+        record(p.dir(), "framing-dup").await,
+    );
+    p.stop().await;
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scim_reading_of_an_answer_does_not_depend_on_its_framing() {
+    let (read, dup) = records_of_read_and_conflict(false).await;
+    assert_eq!(read["op"], "user.read");
+    assert_eq!(read["subject"], "framing.user@example.com", "{read}");
+    assert_eq!(dup["scimType"], "uniqueness", "{dup}");
+    let detail = dup["detail"].as_str().expect("detail");
+    assert!(detail.contains("already exists"), "{detail}");
+
+    let (chunked_read, chunked_dup) = records_of_read_and_conflict(true).await;
+    // Everything but what differs from run to run (ids, times, sizes of the framing).
+    let same = |r: &Value| {
+        let mut r = r.clone();
+        let o = r.as_object_mut().expect("object");
+        for k in [
+            "ts",
+            "duration_ms",
+            "upstream_ms",
+            "resource_id",
+            "path",
+            "upstream_path",
+            "bytes_out",
+        ] {
+            o.remove(k);
+        }
+        r
+    };
+    assert_eq!(same(&chunked_read), same(&read));
+    assert_eq!(same(&chunked_dup), same(&dup));
+    assert_eq!(chunked_read["subject"], "framing.user@example.com");
+    assert_eq!(chunked_dup["detail"], dup["detail"]);
+    assert_eq!(chunked_dup["scimType"], "uniqueness");
+}
+
 // ================================================================================ 3. privacy
 
 /// Every form of `name` a log could carry: as is, lower-cased, and percent-encoded.
