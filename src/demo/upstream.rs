@@ -362,16 +362,17 @@ async fn framed(resp: Resp, chunked: bool) -> Response<Framed> {
         Ok(collected) => collected.to_bytes(),
         Err(never) => match never {},
     };
-    let chunks: VecDeque<Bytes> = if chunked && !bytes.is_empty() {
-        parts.headers.remove(CONTENT_LENGTH);
-        let half = bytes.len() / 2;
-        [bytes.slice(..half), bytes.slice(half..)].into()
-    } else if bytes.is_empty() {
-        VecDeque::new()
-    } else {
-        [bytes.clone()].into()
+    let len = bytes.len() as u64;
+    let chunks: VecDeque<Bytes> = match (bytes.is_empty(), chunked) {
+        (true, _) => VecDeque::new(),
+        (false, false) => [bytes].into(),
+        (false, true) => {
+            parts.headers.remove(CONTENT_LENGTH);
+            let half = bytes.len() / 2;
+            [bytes.slice(..half), bytes.slice(half..)].into()
+        }
     };
-    let sized = (!chunked || chunks.is_empty()).then_some(bytes.len() as u64);
+    let sized = (!chunked || chunks.is_empty()).then_some(len);
     Response::from_parts(parts, Framed { chunks, sized })
 }
 
