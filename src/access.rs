@@ -42,7 +42,7 @@ pub struct Exchange {
     pub retried: bool,
     pub reading: Option<ScimReading>,
     pub request_json: Option<Bytes>,
-    pub response_json: Option<Bytes>,
+    pub response_json: Option<crate::body_filter::UpstreamCopy>,
     /// Request body bytes read from the client so far.
     pub bytes_in: Arc<AtomicU64>,
     /// The IdP's `max_requests_per_client` slot, held until the response is done.
@@ -212,7 +212,11 @@ impl Done {
 
         // The SCIM reading, completed from the upstream's answer, only feeds the traffic record:
         // without one, the answer is not parsed at all (the hot path stays lean).
-        let response_value = match (&shared.traffic, &exchange.response_json) {
+        let response_bytes = exchange
+            .response_json
+            .as_ref()
+            .and_then(|copy| copy.bytes());
+        let response_value = match (&shared.traffic, &response_bytes) {
             (Some(_), Some(bytes)) => {
                 let token = exchange
                     .route_index

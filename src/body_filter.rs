@@ -6,11 +6,14 @@
 //! stays bounded for big ListResponses. Redaction replaces the token with as many `*`, so it never
 //! changes a length by itself.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, LengthLimitError};
 
 use crate::body::{BoxError, ProxyBody};
@@ -22,6 +25,116 @@ use crate::rewrite::Base;
 
 /// Bodies up to this size with a known length are rewritten in one piece.
 pub const WHOLE_BODY_LIMIT: u64 = 256 * 1024;
+
+/// How much of a streamed JSON answer is kept for the traffic log; a longer one is not read.
+pub const TEE_LIMIT: usize = 64 * 1024;
+
+/// The upstream's own bytes of a JSON answer, for the traffic log: read whole, or teed off a
+/// streamed body as it goes down (known once that body has ended).
+#[derive(Clone, Debug)]
+pub enum UpstreamCopy {
+    Whole(Bytes),
+    Teed(TeeCopy),
+}
+
+impl UpstreamCopy {
+    /// The whole answer, if it was read whole or streamed to its end within [`TEE_LIMIT`].
+    pub fn bytes(&self) -> Option<Bytes> {
+        match self {
+            UpstreamCopy::Whole(b) => Some(b.clone()),
+            UpstreamCopy::Teed(t) => t.bytes(),
+        }
+    }
+}
+
+/// What a [`Tee`] has kept so far.
+#[derive(Clone, Debug, Default)]
+pub struct TeeCopy(Arc<Mutex<Kept>>);
+
+#[derive(Debug, Default)]
+struct Kept {
+    bytes: Vec<u8>,
+    /// More than [`TEE_LIMIT`] came: what was kept is dropped and nothing more is.
+    overflowed: bool,
+    ended: bool,
+}
+
+impl TeeCopy {
+    fn bytes(&self) -> Option<Bytes> {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        (kept.ended && !kept.overflowed).then(|| Bytes::copy_from_slice(&kept.bytes))
+    }
+
+    fn keep(&self, data: &[u8]) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.overflowed {
+            return;
+        }
+        if kept.bytes.len() + data.len() > TEE_LIMIT {
+            kept.overflowed = true;
+            kept.bytes = Vec::new();
+        } else {
+            kept.bytes.extend_from_slice(data);
+        }
+    }
+
+    fn end(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).ended = true;
+    }
+}
+
+/// Passes a body on unchanged, keeping its first [`TEE_LIMIT`] bytes in a [`TeeCopy`].
+struct Tee {
+    inner: ProxyBody,
+    copy: TeeCopy,
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.copy.keep(data);
+                }
+                // The last frame may be the last poll: hyper stops at `is_end_stream`.
+                if self.inner.is_end_stream() {
+                    self.copy.end();
+                }
+            }
+            Poll::Ready(None) => self.copy.end(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `body` teed into a fresh copy when `keep` (the traffic log wants it), else as it is.
+fn tee(body: ProxyBody, keep: bool) -> (ProxyBody, Option<UpstreamCopy>) {
+    if !keep {
+        return (body, None);
+    }
+    let copy = TeeCopy::default();
+    let teed = Tee {
+        inner: body,
+        copy: copy.clone(),
+    };
+    (teed.boxed_unsync(), Some(UpstreamCopy::Teed(copy)))
+}
 
 /// `application/json`, `application/scim+json` and any other `+json`, parameters ignored.
 pub fn is_json(headers: &HeaderMap) -> bool {
@@ -123,8 +236,9 @@ fn has_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// A response body on its way down: upstream URLs -> the base the client addressed (JSON only,
 /// when `urls` is given), and the v2 token masked in every body (`token`: its spellings and mask,
-/// see [`Needles::masking`]). Also returns the body as the upstream sent it when it was small JSON
-/// and read whole (for the traffic log).
+/// see [`Needles::masking`]). Also returns the JSON body as the upstream sent it, for the traffic
+/// log: read whole when small with a known length, else (with `keep_copy`) teed off the stream,
+/// whatever the upstream's framing.
 pub async fn response_body(
     method: &Method,
     status: StatusCode,
@@ -132,7 +246,8 @@ pub async fn response_body(
     body: ProxyBody,
     urls: Option<(&Base, &Base)>,
     token: &Arc<Needles>,
-) -> Result<(ProxyBody, Option<Bytes>), ProxyError> {
+    keep_copy: bool,
+) -> Result<(ProxyBody, Option<UpstreamCopy>), ProxyError> {
     // No body to touch, and a HEAD's Content-Length describes the GET's.
     if method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -162,17 +277,18 @@ pub async fn response_body(
             let out = StreamRedact::shared(token.clone()).run_whole(&rewritten);
             set_length(headers, out.len());
             // The upstream's own bytes, for the traffic log (which masks the token before use).
-            Ok((full(out), Some(bytes)))
+            Ok((full(out), Some(UpstreamCopy::Whole(bytes))))
         }
         _ if json && urls.is_some() => {
             let Some((upstream, client)) = urls else {
                 return Ok((body, None));
             };
             headers.remove(header::CONTENT_LENGTH);
+            let (body, copy) = tee(body, keep_copy);
             let rewritten = RewriteBody::new(body, upstream, client);
             Ok((
                 RedactBody::shared(rewritten, token.clone()).boxed_unsync(),
-                None,
+                copy,
             ))
         }
         _ => {
@@ -180,7 +296,8 @@ pub async fn response_body(
             if !token.keeps_length() {
                 headers.remove(header::CONTENT_LENGTH);
             }
-            Ok((RedactBody::shared(body, token.clone()).boxed_unsync(), None))
+            let (body, copy) = tee(body, keep_copy && json);
+            Ok((RedactBody::shared(body, token.clone()).boxed_unsync(), copy))
         }
     }
 }
@@ -239,6 +356,7 @@ mod tests {
             body,
             Some((&up(), &client())),
             &Arc::new(Needles::masking(secret)),
+            false,
         )
         .await
         .unwrap()
@@ -300,6 +418,98 @@ mod tests {
         let out = down(Method::GET, &mut h, full(Bytes::from_static(body)), b"a/b").await;
         assert_eq!(&out[..], b"<p>***</p>");
         assert!(h.get(header::CONTENT_LENGTH).is_none());
+    }
+
+    /// A body of unknown length arriving in frames, as a chunked upstream answer does.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+        }
+    }
+
+    fn chunked(chunks: Vec<Bytes>) -> ProxyBody {
+        Chunks(chunks.into()).boxed_unsync()
+    }
+
+    /// `response_body` keeping a copy for the traffic log: the body read to the end, then the copy.
+    async fn down_with_copy(h: &mut HeaderMap, body: ProxyBody) -> (Bytes, Option<Bytes>) {
+        let (body, copy) = response_body(
+            &Method::GET,
+            StatusCode::OK,
+            h,
+            body,
+            Some((&up(), &client())),
+            &Arc::new(Needles::masking(b"tok-123")),
+            true,
+        )
+        .await
+        .unwrap();
+        let out = body.collect().await.unwrap().to_bytes();
+        (out, copy.and_then(|c| c.bytes()))
+    }
+
+    #[tokio::test]
+    async fn streamed_json_is_teed_for_the_log_as_the_upstream_sent_it() {
+        let body = r#"{"id":"1","userName":"pat@example.com","meta":{"location":"https://acme.goskope.com/api/v2/scim/Users/1"}}"#;
+        let (a, b) = body.split_at(30);
+        let mut h = headers("application/scim+json", None);
+        let (out, copy) = down_with_copy(
+            &mut h,
+            chunked(vec![Bytes::from(a.to_owned()), Bytes::from(b.to_owned())]),
+        )
+        .await;
+        assert_eq!(
+            out,
+            body.replace(
+                "https://acme.goskope.com/api/v2/scim",
+                "https://proxy.example:8443/SCIM/v2"
+            )
+        );
+        assert_eq!(copy.as_deref(), Some(body.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_over_the_tee_limit_streams_on_whole_and_is_not_kept() {
+        // A 1 MB list in 4 KiB chunks: all of it reaches the client, the copy never grows past the limit.
+        let chunk = Bytes::from(vec![b' '; 4096]);
+        let chunks: Vec<Bytes> = std::iter::once(Bytes::from_static(b"{\"Resources\":[]"))
+            .chain(std::iter::repeat_n(chunk, 256))
+            .chain(std::iter::once(Bytes::from_static(b"}")))
+            .collect();
+        let sent: usize = chunks.iter().map(Bytes::len).sum();
+        let copy = TeeCopy::default();
+        let mut teed = Tee {
+            inner: chunked(chunks),
+            copy: copy.clone(),
+        };
+        let mut passed = 0;
+        while let Some(frame) = teed.frame().await {
+            passed += frame.unwrap().into_data().map_or(0, |d| d.len());
+            assert!(copy.0.lock().unwrap().bytes.len() <= TEE_LIMIT);
+        }
+        assert_eq!(passed, sent);
+        assert!(sent > 1_000_000);
+        assert_eq!(copy.bytes(), None);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_that_broke_off_is_not_kept() {
+        let copy = TeeCopy::default();
+        let mut teed = Tee {
+            inner: chunked(vec![Bytes::from_static(b"{\"id\":")]),
+            copy: copy.clone(),
+        };
+        // The first frame only: the body never ends (the client went away).
+        assert!(teed.frame().await.is_some());
+        assert_eq!(copy.bytes(), None);
     }
 
     #[tokio::test]

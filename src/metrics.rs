@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::config::Config;
 use crate::runtime::Snapshot;
 use crate::token_expiry::ExpiryState;
 
@@ -59,6 +60,16 @@ pub struct ResultLabels {
 pub struct ReasonLabels {
     pub reason: String,
 }
+
+/// Every `kind` of `upstream_failures`, exported at 0 per route from the start.
+pub const UPSTREAM_FAILURE_KINDS: [&str; 6] =
+    ["connect", "tls", "timeout", "protocol", "5xx", "auth"];
+
+/// Every `result` of `reloads`.
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "failed"];
+
+/// Every `reason` of `connections_refused`.
+pub const REFUSAL_REASONS: [&str; 4] = ["max_connections", "allow_cidrs", "proxy_protocol", "tls"];
 
 /// Latency buckets in seconds: SCIM calls take milliseconds to seconds; 30 s is the default timeout.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -158,6 +169,18 @@ impl Metrics {
             "Client connections open now",
             open_connections.clone(),
         );
+        // Series with labels known now start at 0: `increase()` then sees the first event and
+        // dashboards show 0, not "no data" (Prometheus instrumentation advice).
+        for result in RELOAD_RESULTS {
+            let _ = reloads.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
+        for reason in REFUSAL_REASONS {
+            let _ = connections_refused.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            });
+        }
         Metrics {
             registry,
             requests,
@@ -170,6 +193,25 @@ impl Metrics {
             reloads,
             connections_refused,
             open_connections,
+        }
+    }
+
+    /// Exports every per-route series at 0 (failures by kind, latency histograms) for the
+    /// config's routes; called at start and after each reload, so added routes appear at once.
+    /// Routes that were removed keep their series until restart, as counters should.
+    pub fn declare_routes(&self, config: &Config) {
+        for route in &config.routes {
+            let labels = RouteLabels {
+                route: route.name.clone(),
+            };
+            let _ = self.request_duration.get_or_create(&labels);
+            let _ = self.upstream_duration.get_or_create(&labels);
+            for kind in UPSTREAM_FAILURE_KINDS {
+                let _ = self.upstream_failures.get_or_create(&FailureLabels {
+                    route: route.name.clone(),
+                    kind: kind.to_string(),
+                });
+            }
         }
     }
 

@@ -392,6 +392,7 @@ where
         body.map_err(Into::into).boxed_unsync(),
         down_urls,
         &runtime.token_redaction,
+        shared.traffic.is_some(),
     )
     .await?;
     exchange.response_json = response_json;

@@ -129,12 +129,14 @@ impl Shared {
                 })?,
             ),
         };
+        let metrics = crate::metrics::Metrics::new();
+        metrics.declare_routes(&snapshot.config);
         Ok(Arc::new(Shared {
             state: ArcSwap::from_pointee(snapshot),
             config_path,
             accepting: AtomicBool::new(false),
             retry_budget: RetryBudget::new(Duration::from_secs(10), 10),
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             auth_watch: crate::access::AuthWatch::new(),
             traffic,
         }))
@@ -148,6 +150,9 @@ impl Shared {
     pub fn reload(&self) -> Result<(), Problems> {
         let result = self.reload_inner();
         self.metrics.reload(result.is_ok());
+        if result.is_ok() {
+            self.metrics.declare_routes(&self.state.load().config);
+        }
         result
     }
 

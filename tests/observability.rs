@@ -1524,6 +1524,93 @@ async fn jumpcloud_requests_are_read_as_scim_operations() {
     p.stop().await;
 }
 
+/// What the traffic log reads of the upstream's answer: the same records whether the upstream
+/// announces a Content-Length or answers chunked (streamed bodies are teed for the record).
+async fn records_of_read_and_conflict(chunked: bool) -> (Value, Value) {
+    let mut prepared = Builder::new().h1_upstream().prepare().await;
+    log_config(&mut prepared, "pii = \"plain\"\n");
+    let p = prepared.start().await;
+    p.upstream(0).set_chunked(chunked);
+    let framing = |a: &Answer| a.header("content-length").is_some();
+    let user = okta_user("framing.user@example.com", true);
+    let created = send(
+        &p,
+        Some(OKTA),
+        None,
+        Method::POST,
+        "/SCIM/v2/Users",
+        Some(&user),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let uid = id_of(&created);
+
+    let read = send(
+        &p,
+        Some(OKTA),
+        Some("framing-read"),
+        Method::GET,
+        &format!("/SCIM/v2/Users/{uid}"),
+        None,
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.json()["userName"], "framing.user@example.com");
+    // The upstream's framing carries through: a chunked answer is streamed, not read whole.
+    assert_eq!(framing(&read), !chunked, "{:?}", read.headers);
+    let dup = send(
+        &p,
+        Some(OKTA),
+        Some("framing-dup"),
+        Method::POST,
+        "/SCIM/v2/Users",
+        Some(&user),
+    )
+    .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    assert_eq!(framing(&dup), !chunked, "{:?}", dup.headers);
+    let records = (
+        record(p.dir(), "framing-read").await,
+        record(p.dir(), "framing-dup").await,
+    );
+    p.stop().await;
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scim_reading_of_an_answer_does_not_depend_on_its_framing() {
+    let (read, dup) = records_of_read_and_conflict(false).await;
+    assert_eq!(read["op"], "user.read");
+    assert_eq!(read["subject"], "framing.user@example.com", "{read}");
+    assert_eq!(dup["scimType"], "uniqueness", "{dup}");
+    let detail = dup["detail"].as_str().expect("detail");
+    assert!(detail.contains("already exists"), "{detail}");
+
+    let (chunked_read, chunked_dup) = records_of_read_and_conflict(true).await;
+    // Everything but what differs from run to run (ids, times, sizes of the framing).
+    let same = |r: &Value| {
+        let mut r = r.clone();
+        let o = r.as_object_mut().expect("object");
+        for k in [
+            "ts",
+            "duration_ms",
+            "upstream_ms",
+            "resource_id",
+            "path",
+            "upstream_path",
+            "bytes_out",
+        ] {
+            o.remove(k);
+        }
+        r
+    };
+    assert_eq!(same(&chunked_read), same(&read));
+    assert_eq!(same(&chunked_dup), same(&dup));
+    assert_eq!(chunked_read["subject"], "framing.user@example.com");
+    assert_eq!(chunked_dup["detail"], dup["detail"]);
+    assert_eq!(chunked_dup["scimType"], "uniqueness");
+}
+
 // ================================================================================ 3. privacy
 
 /// Every form of `name` a log could carry: as is, lower-cased, and percent-encoded.
@@ -2118,9 +2205,11 @@ async fn metrics_count_requests_latency_and_upstream_failures_of_real_traffic() 
         "the 504 took 2 s"
     );
 
+    // Every route x kind is exported (at 0 until it happens); these are the ones that happened.
     let failures: BTreeMap<(String, String), f64> = m
         .series("scim_proxy_upstream_failures_total")
         .into_iter()
+        .filter(|s| s.value > 0.0)
         .map(|s| {
             (
                 (s.labels["route"].clone(), s.labels["kind"].clone()),
@@ -2148,8 +2237,8 @@ async fn metrics_count_requests_latency_and_upstream_failures_of_real_traffic() 
     p.stop().await;
 }
 
-/// The families exposed, exactly (name and type). A family appears once it has a series: before any
-/// traffic only the two plain gauges are there.
+/// The families exposed, exactly (name and type). Every family but `requests` (whose `op` and
+/// `status_class` are only known per request) is there before any traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_exposes_exactly_these_families() {
     let p = Builder::new()
@@ -2165,8 +2254,13 @@ async fn metrics_exposes_exactly_these_families() {
     assert_eq!(
         families(&idle),
         [
+            pair("scim_proxy_request_duration_seconds", "histogram"),
+            pair("scim_proxy_upstream_duration_seconds", "histogram"),
+            pair("scim_proxy_upstream_failures", "counter"),
             pair("scim_proxy_in_flight_requests", "gauge"),
             pair("scim_proxy_token_expiry_seconds", "gauge"),
+            pair("scim_proxy_reloads", "counter"),
+            pair("scim_proxy_connections_refused", "counter"),
             pair("scim_proxy_open_connections", "gauge"),
         ],
         "\n{}",
@@ -2310,16 +2404,103 @@ async fn in_flight_counts_a_request_waiting_on_the_upstream() {
     );
 }
 
+/// Every series whose labels are known from the config is exported at 0 from the first scrape, so
+/// `increase(...[5m]) > 0` fires on the first event; a route added by a reload gets its series then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_series_exist_at_zero_from_the_first_scrape_and_for_routes_added_by_reload() {
+    let mut prepared = Builder::new()
+        .admin()
+        .routes(vec![
+            RouteSpec::new("main").hosts(&["addon-a.example"]),
+            RouteSpec::new("added").hosts(&["addon-b.example"]),
+        ])
+        .prepare()
+        .await;
+    // Serve without the second route first (the last table); the reload below brings it in.
+    let full = prepared.toml.clone();
+    let added_at = full
+        .find("\n[[routes]]\nname = \"added\"")
+        .expect("the added route's table");
+    prepared.edit_config(&full, &format!("{}\n", &full[..added_at]));
+    let p = prepared.start().await;
+    let admin = p.running().admin_addr.expect("admin");
+
+    let route_series_at_zero = |m: &Exposition, route: &str| {
+        for kind in ["connect", "tls", "timeout", "protocol", "5xx", "auth"] {
+            assert_eq!(
+                m.get(
+                    "scim_proxy_upstream_failures_total",
+                    &[("route", route), ("kind", kind)]
+                ),
+                Some(0.0),
+                "{route}/{kind}\n{}",
+                m.text
+            );
+        }
+        for histogram in [
+            "scim_proxy_request_duration_seconds_count",
+            "scim_proxy_upstream_duration_seconds_count",
+        ] {
+            assert_eq!(
+                m.get(histogram, &[("route", route)]),
+                Some(0.0),
+                "{histogram} {route}\n{}",
+                m.text
+            );
+        }
+    };
+    let first = scrape(admin).await;
+    route_series_at_zero(&first, "main");
+    for result in ["ok", "failed"] {
+        assert_eq!(
+            first.get("scim_proxy_reloads_total", &[("result", result)]),
+            Some(0.0),
+            "\n{}",
+            first.text
+        );
+    }
+    for reason in ["max_connections", "allow_cidrs", "proxy_protocol", "tls"] {
+        assert_eq!(
+            first.get(
+                "scim_proxy_connections_refused_total",
+                &[("reason", reason)]
+            ),
+            Some(0.0),
+            "\n{}",
+            first.text
+        );
+    }
+    assert!(
+        !first.text.contains("route=\"added\""),
+        "not configured yet:\n{}",
+        first.text
+    );
+
+    std::fs::write(p.config_path(), &full).expect("write config");
+    p.running().reload().expect("reload with the added route");
+    let after = scrape(admin).await;
+    route_series_at_zero(&after, "added");
+    route_series_at_zero(&after, "main");
+    assert_eq!(
+        after.value("scim_proxy_reloads_total", &[("result", "ok")]),
+        1.0
+    );
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_are_counted_ok_and_failed() {
     let p = Builder::new().admin().start().await;
     let admin = p.running().admin_addr.expect("admin");
-    assert!(
-        scrape(admin)
-            .await
-            .series("scim_proxy_reloads_total")
-            .is_empty()
-    );
+    let idle = scrape(admin).await;
+    for result in ["ok", "failed"] {
+        assert_eq!(
+            idle.get("scim_proxy_reloads_total", &[("result", result)]),
+            Some(0.0),
+            "\n{}",
+            idle.text
+        );
+    }
     p.running().reload().expect("a good reload");
     std::fs::write(p.config_path(), "[listen\naddr = ").unwrap();
     assert!(p.running().reload().is_err());
@@ -2371,7 +2552,13 @@ async fn refused_connections_are_counted_by_reason() {
         ) == Some(3.0)
     })
     .await;
-    assert_eq!(m.series("scim_proxy_connections_refused_total").len(), 1);
+    let counted: Vec<&str> = m
+        .series("scim_proxy_connections_refused_total")
+        .iter()
+        .filter(|s| s.value > 0.0)
+        .map(|s| s.labels["reason"].as_str())
+        .collect();
+    assert_eq!(counted, ["allow_cidrs"], "\n{}", m.text);
     assert!(p.upstream(0).requests().is_empty());
     p.stop().await;
 

@@ -4,7 +4,10 @@ use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -13,6 +16,7 @@ use http::header::{
     IF_NONE_MATCH, LOCATION,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -116,6 +120,7 @@ impl Upstream {
             requests: Mutex::new(Vec::new()),
             overrides: Mutex::new(VecDeque::new()),
             store: Mutex::new(Store::default()),
+            chunked: AtomicBool::new(false),
             stop: stop_rx.clone(),
         });
         let acceptor = opts.tls.map(TlsAcceptor::from);
@@ -154,6 +159,12 @@ impl Upstream {
         *lock(&self.state.tokens) = tokens;
     }
 
+    /// With `true`, answers with a body go out without Content-Length, in two chunks (HTTP/1.1
+    /// chunked framing, or HTTP/2 DATA frames of unannounced length), as many real upstreams do.
+    pub fn set_chunked(&self, chunked: bool) {
+        self.state.chunked.store(chunked, Ordering::Relaxed);
+    }
+
     /// Queues a canned answer (FIFO) for the next request.
     pub fn push_override(&self, o: Override) {
         lock(&self.state.overrides).push_back(o);
@@ -175,6 +186,7 @@ struct State {
     requests: Mutex<Vec<RecordedRequest>>,
     overrides: Mutex<VecDeque<Override>>,
     store: Mutex<Store>,
+    chunked: AtomicBool,
     stop: watch::Receiver<bool>,
 }
 
@@ -293,7 +305,10 @@ async fn serve_http<I>(
 {
     let svc = service_fn(move |req| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(handle(state, peer, local, req).await) }
+        async move {
+            let chunked = state.chunked.load(Ordering::Relaxed);
+            Ok::<_, Infallible>(framed(handle(state, peer, local, req).await, chunked).await)
+        }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(io, svc);
@@ -312,6 +327,54 @@ async fn serve_http<I>(
 }
 
 type Resp = Response<Full<Bytes>>;
+
+/// A response body sent whole with its length, or in two chunks of unannounced length.
+struct Framed {
+    chunks: VecDeque<Bytes>,
+    /// The exact length, when announced.
+    sized: Option<u64>,
+}
+
+impl Body for Framed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.chunks.pop_front().map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.sized
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+async fn framed(resp: Resp, chunked: bool) -> Response<Framed> {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let len = bytes.len() as u64;
+    let chunks: VecDeque<Bytes> = match (bytes.is_empty(), chunked) {
+        (true, _) => VecDeque::new(),
+        (false, false) => [bytes].into(),
+        (false, true) => {
+            parts.headers.remove(CONTENT_LENGTH);
+            let half = bytes.len() / 2;
+            [bytes.slice(..half), bytes.slice(half..)].into()
+        }
+    };
+    let sized = (!chunked || chunks.is_empty()).then_some(len);
+    Response::from_parts(parts, Framed { chunks, sized })
+}
 
 async fn handle(
     state: Arc<State>,
