@@ -23,6 +23,24 @@ pub const INBOUND_CREDENTIALS: [HeaderName; 4] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// What a proxy in front says about the client. Believed, and passed on, only from `trusted_proxies`:
+/// from anyone else they are the client's own claims about itself.
+const FORWARDING: [HeaderName; 6] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
+    header::FORWARDED,
+];
+
+/// Removes the forwarding headers of a client that is not a trusted proxy.
+pub fn strip_untrusted_forwarding(headers: &mut HeaderMap) {
+    for name in &FORWARDING {
+        headers.remove(name);
+    }
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -54,6 +72,28 @@ pub fn upstream_request_headers(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strips_every_forwarding_header_and_nothing_else() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-forwarded-for", "1.2.3.4"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-port", "80"),
+            ("x-real-ip", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4;proto=http"),
+            ("content-type", "application/scim+json"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        strip_untrusted_forwarding(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("content-type"));
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_named() {

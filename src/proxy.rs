@@ -261,6 +261,9 @@ where
             ProxyError::new(ErrorKind::BadRequest, "request target cannot be forwarded")
         })?;
 
+    if !config.listen.is_trusted_proxy(conn.peer.ip()) {
+        headers::strip_untrusted_forwarding(&mut parts.headers);
+    }
     headers::upstream_request_headers(&mut parts.headers);
     match route.upstream_auth {
         UpstreamAuth::Bearer => parts

@@ -147,32 +147,18 @@ pub fn check_safe(path: &str) -> Result<(), RouteError> {
         i += 1;
     }
     for segment in path.split('/') {
-        // `..;x` is `..` to servlet containers; `%2e` is `.` to everyone who decodes.
-        let segment = segment.split(';').next().unwrap_or(segment);
-        if is_dot_segment(segment) {
+        // Judged as a server that decodes would see it: `%2e` is `.` to everyone who decodes,
+        // `..;x` (or `%2e%2e%3b`) is `..` to servlet containers, and an overlong `%C0%AE` is `.`
+        // to a lax UTF-8 decoder, so escapes that are not UTF-8 are refused outright.
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| RouteError::Unsafe("percent-encoding that is not UTF-8 in path"))?;
+        let head = decoded.split(';').next().unwrap_or(&decoded);
+        if head == "." || head == ".." {
             return Err(RouteError::Unsafe("dot segment in path"));
         }
     }
     Ok(())
-}
-
-fn is_dot_segment(segment: &str) -> bool {
-    let mut dots = 0;
-    let mut rest = segment.as_bytes();
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix(b".") {
-            rest = r;
-        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
-            rest = &rest[3..];
-        } else {
-            return false;
-        }
-        dots += 1;
-        if dots > 2 {
-            return false;
-        }
-    }
-    dots > 0
 }
 
 #[cfg(test)]
@@ -262,6 +248,10 @@ mod tests {
             "/SCIM/v2/Users/..",
             "/SCIM/v2/./Users",
             "/SCIM/v2/%2e%2e/admin",
+            "/SCIM/v2/%2e%2e%3b/admin",
+            "/SCIM/v2/Users/%2E%2e%3Bx",
+            "/SCIM/v2/%C0%AE%C0%AE/admin",
+            "/SCIM/v2/Users/%FF",
             "/SCIM/v2/.%2E/admin",
             "/SCIM/v2/%2E/Users",
             "/SCIM/v2/..;/admin",

@@ -468,6 +468,13 @@ async fn unsafe_targets_are_400_and_never_forwarded() {
         "/SCIM/v2/Users%00/x",
         "/SCIM/v2/Users/%zz",
         "/SCIM/v2/Users/%2",
+        // Refused forms spelt in escapes, and escapes that are not UTF-8 (overlong '.').
+        "/SCIM/v2/%2e%2e%3b/Users",
+        "/SCIM/v2/%2E%2E%3Bjsessionid=x/Users",
+        "/SCIM/v2/..%3b/Users",
+        "/SCIM/v2/%C0%AE%C0%AE/Users",
+        "/SCIM/v2/Users/%C0%AE",
+        "/SCIM/v2/Users/%FF%FE",
     ] {
         let a = p
             .raw(&raw_request(

@@ -1521,7 +1521,10 @@ async fn x_forwarded_for_is_ignored_without_trusted_proxies() {
         .await;
     for (id, xff) in [("xff-1", "1.2.3.4"), ("xff-2", "198.51.100.7, 203.0.113.9")] {
         let mut tls = h1_conn(&p).await;
-        let a = tagged_get(&mut tls, id, &format!("X-Forwarded-For: {xff}\r\n")).await;
+        let claims = format!(
+            "X-Forwarded-For: {xff}\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: http\r\nForwarded: for=1.2.3.4;host=evil.example\r\nX-Real-IP: 1.2.3.4\r\n"
+        );
+        let a = tagged_get(&mut tls, id, &claims).await;
         assert_eq!(a.status, StatusCode::OK, "{xff}");
         assert_eq!(
             traffic_of(&p, id).await["src_ip"],
@@ -1530,6 +1533,18 @@ async fn x_forwarded_for_is_ignored_without_trusted_proxies() {
         );
     }
     assert_eq!(p.upstream_total(), 2);
+    // An untrusted client's claims about itself never reach the upstream.
+    for r in p.upstream(0).requests() {
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "forwarded",
+            "x-real-ip",
+        ] {
+            assert!(!r.headers.contains_key(name), "{name} reached the upstream");
+        }
+    }
     p.stop().await;
 }
 
@@ -1584,6 +1599,30 @@ async fn x_forwarded_for_from_trusted_proxies_gives_the_nearest_untrusted_hop() 
         let a = tagged_get(&mut tls, "f", "X-Forwarded-For: 203.0.113.9\r\n").await;
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(traffic_of(&p, "f").await["src_ip"], json!("127.0.0.2"));
+    }
+    // A trusted proxy's X-Forwarded-For is passed on; an untrusted peer's is not.
+    let xff_upstream: Vec<Option<String>> = p
+        .upstream(0)
+        .requests()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        xff_upstream.first().cloned().flatten().as_deref(),
+        Some("203.0.113.9, 198.51.100.7, 10.1.2.3"),
+        "{xff_upstream:?}"
+    );
+    if other_ok {
+        assert_eq!(
+            xff_upstream.last().cloned().flatten(),
+            None,
+            "{xff_upstream:?}"
+        );
     }
     p.stop().await;
 }
