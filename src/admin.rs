@@ -62,15 +62,24 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
             let snapshot = shared.state.load();
             let problems =
                 crate::metrics::readiness_problems(&snapshot, shared.is_ready(), SystemTime::now());
-            if problems.is_empty() {
-                json(StatusCode::OK, r#"{"status":"ready"}"#.into())
+            let (status, mut body) = if problems.is_empty() {
+                (StatusCode::OK, serde_json::json!({"status": "ready"}))
             } else {
                 let body = serde_json::json!({"status": "not ready", "problems": problems});
-                json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+                (StatusCode::SERVICE_UNAVAILABLE, body)
+            };
+            // Lost log records do not stop provisioning: shown, but readiness stays as it is.
+            let drops = shared.log_drops();
+            if drops.any() {
+                body["log_records_dropped"] =
+                    serde_json::json!({"traffic": drops.traffic, "tracing": drops.tracing});
             }
+            json(status, body.to_string())
         }
         "/metrics" => {
-            let text = shared.metrics.render(&shared.state.load());
+            let text = shared
+                .metrics
+                .render(&shared.state.load(), &shared.log_drops());
             let mut res = Response::new(full(text));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
