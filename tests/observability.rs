@@ -2149,7 +2149,7 @@ async fn metrics_count_requests_latency_and_upstream_failures_of_real_traffic() 
 }
 
 /// The families exposed, exactly (name and type). A family appears once it has a series: before any
-/// traffic only the two plain gauges are there.
+/// traffic only the two plain gauges and the log drop counters (exported at 0) are there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_exposes_exactly_these_families() {
     let p = Builder::new()
@@ -2168,6 +2168,7 @@ async fn metrics_exposes_exactly_these_families() {
             pair("scim_proxy_in_flight_requests", "gauge"),
             pair("scim_proxy_token_expiry_seconds", "gauge"),
             pair("scim_proxy_open_connections", "gauge"),
+            pair("scim_proxy_log_records_dropped", "counter"),
         ],
         "\n{}",
         idle.text
@@ -2199,6 +2200,7 @@ async fn metrics_exposes_exactly_these_families() {
             pair("scim_proxy_reloads", "counter"),
             pair("scim_proxy_connections_refused", "counter"),
             pair("scim_proxy_open_connections", "gauge"),
+            pair("scim_proxy_log_records_dropped", "counter"),
         ],
         "\n{}",
         m.text
@@ -2234,6 +2236,7 @@ async fn metrics_exposes_exactly_these_families() {
         ("scim_proxy_reloads_total", &["result"]),
         ("scim_proxy_connections_refused_total", &["reason"]),
         ("scim_proxy_open_connections", &[]),
+        ("scim_proxy_log_records_dropped_total", &["sink"]),
     ]
     .into_iter()
     .map(|(n, l)| (n, l.iter().copied().collect()))
