@@ -76,10 +76,18 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
+            // Lost log records do not stop provisioning: shown, but readiness stays as it is.
+            let drops = shared.log_drops();
+            if drops.any() {
+                body["log_records_dropped"] =
+                    serde_json::json!({"traffic": drops.traffic, "tracing": drops.tracing});
+            }
             json(status, body.to_string())
         }
         "/metrics" => {
-            let text = shared.metrics.render(&shared.state.load());
+            let text = shared
+                .metrics
+                .render(&shared.state.load(), &shared.log_drops());
             let mut res = Response::new(full(text));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,

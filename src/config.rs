@@ -85,6 +85,7 @@ struct RawLog {
     traffic: Option<String>,
     max_file_bytes: Option<RawSize>,
     keep_files: Option<u64>,
+    queue_records: Option<u64>,
     pii: Option<String>,
     pii_key_file: Option<PathBuf>,
     pii_key_env: Option<String>,
@@ -180,6 +181,8 @@ pub struct Log {
     pub traffic: TrafficSink,
     pub max_file_bytes: u64,
     pub keep_files: usize,
+    /// Traffic records waiting for a sink that does not keep up before new ones are dropped.
+    pub queue_records: usize,
     pub pii: PiiMode,
     /// Key of the keyed hash of personal values; without one, a random per-process key.
     pub pii_key: Option<TokenSource>,
@@ -192,6 +195,7 @@ impl Default for Log {
             traffic: TrafficSink::Stdout,
             max_file_bytes: 100 * 1024 * 1024,
             keep_files: 10,
+            queue_records: 8192,
             pii: PiiMode::Hash,
             pii_key: None,
             capture_bodies: false,
@@ -763,6 +767,13 @@ impl Validator {
                 u64::MAX,
             ),
             keep_files: self.count("log.keep_files", raw.keep_files, d.keep_files, 0, 1000),
+            queue_records: self.count(
+                "log.queue_records",
+                raw.queue_records,
+                d.queue_records,
+                1,
+                1 << 20,
+            ),
             pii,
             pii_key,
             capture_bodies: raw.capture_bodies.unwrap_or(false),

@@ -62,9 +62,25 @@ impl Running {
         self.shutdown.cancel();
     }
 
-    /// Waits until every listener has stopped and drained.
+    /// Waits until every listener has stopped and drained, then (bounded) for the traffic log queue.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        if let Some(log) = &self.shared.traffic {
+            let shared = self.shared.clone();
+            let flushed = tokio::task::spawn_blocking(move || {
+                shared
+                    .traffic
+                    .as_ref()
+                    .is_none_or(|log| log.flush(FLUSH_ON_STOP))
+            })
+            .await;
+            if !matches!(flushed, Ok(true)) {
+                tracing::warn!(
+                    dropped = log.dropped(),
+                    "the traffic log sink did not take the queued records within {FLUSH_ON_STOP:?}"
+                );
+            }
+        }
     }
 
     pub async fn stop(self) {
@@ -72,6 +88,9 @@ impl Running {
         self.wait().await;
     }
 }
+
+/// How long stopping waits for queued traffic records to be written.
+const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds the proxy (and admin) listeners of `snapshot` and starts serving.
 pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io::Result<Running> {
@@ -114,6 +133,7 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
     if shared.config_path.is_some() {
         tasks.spawn(reload::watch(shared.clone(), shutdown.clone()));
     }
+    tasks.spawn(metrics::watch_log_drops(shared.clone(), shutdown.clone()));
     tasks.spawn(metrics::watch_token_expiry(
         shared.clone(),
         shutdown.clone(),

@@ -1,6 +1,7 @@
 //! Prometheus metrics (`/metrics` on the admin listener) and the readiness verdict (`/readyz`).
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::SystemTime;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -57,6 +58,40 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// traffic (the traffic log), tracing (stderr: events and, with the traffic log off, access lines)
+    pub sink: String,
+}
+
+/// Log records dropped since start because a sink did not keep up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogDrops {
+    pub traffic: u64,
+    pub tracing: u64,
+}
+
+impl LogDrops {
+    pub fn any(&self) -> bool {
+        self.traffic > 0 || self.tracing > 0
+    }
+}
+
+/// The loss count of the process's non-blocking `tracing` writer, set once by `main`.
+static TRACING_LOSSES: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// Makes the `tracing` writer's losses visible in `/metrics` and `/readyz`.
+pub fn count_tracing_losses(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = TRACING_LOSSES.set(counter);
+}
+
+/// Lines the `tracing` writer dropped since start (0 when it is not the non-blocking one).
+pub fn tracing_dropped() -> u64 {
+    TRACING_LOSSES
+        .get()
+        .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
 }
@@ -92,6 +127,9 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     pub connections_refused: Family<ReasonLabels, Counter>,
     pub open_connections: Gauge,
+    pub log_records_dropped: Family<SinkLabels, Counter>,
+    /// Renders bring the drop counters up to their sources one at a time (no double counting).
+    log_drops_synced: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -181,6 +219,15 @@ impl Metrics {
                 reason: reason.to_string(),
             });
         }
+        let log_records_dropped = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "log_records_dropped",
+            "Log records dropped because the sink (traffic log, tracing on stderr) did not keep up",
+            log_records_dropped.clone(),
+        );
+        for sink in ["traffic", "tracing"] {
+            drop(log_records_dropped.get_or_create(&SinkLabels { sink: sink.into() }));
+        }
         Metrics {
             registry,
             requests,
@@ -193,6 +240,8 @@ impl Metrics {
             reloads,
             connections_refused,
             open_connections,
+            log_records_dropped,
+            log_drops_synced: Mutex::new(()),
         }
     }
 
@@ -240,8 +289,23 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition, with the token expiry gauges brought up to date.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// The Prometheus text exposition, with the token expiry gauges and drop counters brought up to date.
+    pub fn render(&self, snapshot: &Snapshot, drops: &LogDrops) -> String {
+        {
+            let _one_at_a_time = self
+                .log_drops_synced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (sink, total) in [("traffic", drops.traffic), ("tracing", drops.tracing)] {
+                let counter = self
+                    .log_records_dropped
+                    .get_or_create(&SinkLabels { sink: sink.into() });
+                let counted = counter.get();
+                if total > counted {
+                    counter.inc_by(total - counted);
+                }
+            }
+        }
         let now = SystemTime::now();
         self.token_expiry_seconds.clear();
         self.token_expiry_stale.clear();
@@ -345,6 +409,35 @@ pub async fn watch_token_expiry(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// How often lost log records are reported on stderr at most.
+const DROP_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reports log records dropped since the last report, at most once a minute. Through `tracing`, whose
+/// writer never blocks: when stderr itself is stalled the report is one more counted loss.
+pub async fn watch_log_drops(
+    shared: std::sync::Arc<crate::runtime::Shared>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut reported = LogDrops::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(DROP_REPORT_EVERY) => {}
+        }
+        let now = shared.log_drops();
+        if now != reported {
+            tracing::warn!(
+                traffic = now.traffic - reported.traffic.min(now.traffic),
+                tracing = now.tracing - reported.tracing.min(now.tracing),
+                traffic_total = now.traffic,
+                tracing_total = now.tracing,
+                "log records dropped in the last minute: the log sink (stdout, the traffic file or stderr) is not keeping up"
+            );
+            reported = now;
         }
     }
 }

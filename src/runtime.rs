@@ -119,9 +119,15 @@ impl Shared {
         let log = &snapshot.config.log;
         let traffic = match &log.traffic {
             TrafficSink::Off => None,
-            TrafficSink::Stdout => Some(TrafficLog::stdout()),
+            TrafficSink::Stdout => Some(TrafficLog::stdout(log.queue_records)?),
             TrafficSink::File(path) => Some(
-                TrafficLog::file(path, log.max_file_bytes, log.keep_files).map_err(|e| {
+                TrafficLog::file_queued(
+                    path,
+                    log.max_file_bytes,
+                    log.keep_files,
+                    log.queue_records,
+                )
+                .map_err(|e| {
                     std::io::Error::new(
                         e.kind(),
                         format!("cannot open the traffic log {}: {e}", path.display()),
@@ -140,6 +146,14 @@ impl Shared {
             auth_watch: crate::access::AuthWatch::new(),
             traffic,
         }))
+    }
+
+    /// Log records dropped since start because a sink did not keep up.
+    pub fn log_drops(&self) -> crate::metrics::LogDrops {
+        crate::metrics::LogDrops {
+            traffic: self.traffic.as_ref().map_or(0, TrafficLog::dropped),
+            tracing: crate::metrics::tracing_dropped(),
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -175,9 +189,10 @@ impl Shared {
         if config.log.traffic != current.config.log.traffic
             || config.log.max_file_bytes != current.config.log.max_file_bytes
             || config.log.keep_files != current.config.log.keep_files
+            || config.log.queue_records != current.config.log.queue_records
         {
             tracing::warn!(
-                "log.traffic, max_file_bytes or keep_files changed: a restart is needed to reopen the traffic log"
+                "log.traffic, max_file_bytes, keep_files or queue_records changed: a restart is needed to reopen the traffic log"
             );
         }
         let next = build(config, Some(&current))?;

@@ -2263,6 +2263,7 @@ async fn metrics_exposes_exactly_these_families() {
             pair("scim_proxy_reloads", "counter"),
             pair("scim_proxy_connections_refused", "counter"),
             pair("scim_proxy_open_connections", "gauge"),
+            pair("scim_proxy_log_records_dropped", "counter"),
         ],
         "\n{}",
         idle.text
@@ -2295,6 +2296,7 @@ async fn metrics_exposes_exactly_these_families() {
             pair("scim_proxy_reloads", "counter"),
             pair("scim_proxy_connections_refused", "counter"),
             pair("scim_proxy_open_connections", "gauge"),
+            pair("scim_proxy_log_records_dropped", "counter"),
         ],
         "\n{}",
         m.text
@@ -2331,6 +2333,7 @@ async fn metrics_exposes_exactly_these_families() {
         ("scim_proxy_reloads_total", &["result"]),
         ("scim_proxy_connections_refused_total", &["reason"]),
         ("scim_proxy_open_connections", &[]),
+        ("scim_proxy_log_records_dropped_total", &["sink"]),
     ]
     .into_iter()
     .map(|(n, l)| (n, l.iter().copied().collect()))
