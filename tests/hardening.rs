@@ -723,9 +723,10 @@ async fn raw_target(p: &TestProxy, raw: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn percent_ff_is_forwarded_byte_for_byte_but_a_raw_ff_byte_is_400() {
+async fn percent_ff_in_the_query_is_forwarded_byte_for_byte_but_in_the_path_or_raw_is_400() {
     let p = Builder::new().start().await;
-    let target = "/SCIM/v2/Users/%FF%fe?filter=userName%20eq%20%22%FF%C3%A9%22";
+    // The query is the upstream's to decode: passed on exactly as sent.
+    let target = "/SCIM/v2/Users/abc%C3%A9?filter=userName%20eq%20%22%FF%C3%A9%22";
     let a = p
         .raw(head("GET", target, "Connection: close\r\n").as_bytes())
         .await;
@@ -739,8 +740,14 @@ async fn percent_ff_is_forwarded_byte_for_byte_but_a_raw_ff_byte_is_400() {
     assert_eq!(seen.len(), 1);
     assert_eq!(
         seen[0].path_and_query,
-        "/api/v2/scim/Users/%FF%fe?filter=userName%20eq%20%22%FF%C3%A9%22"
+        "/api/v2/scim/Users/abc%C3%A9?filter=userName%20eq%20%22%FF%C3%A9%22"
     );
+    // A path escape that is not UTF-8 means different things to different decoders: 400.
+    let a = p
+        .raw(head("GET", "/SCIM/v2/Users/%FF%fe", "Connection: close\r\n").as_bytes())
+        .await;
+    p.assert_error(&a, 400, &["not UTF-8"]);
+    assert_eq!(p.upstream(0).requests().len(), 1, "nothing more forwarded");
     // Raw bytes that are not UTF-8 in the request line: hyper refuses them, nothing is forwarded.
     for raw in [
         &b"/SCIM/v2/Users/\xff"[..],
