@@ -25,6 +25,8 @@ pub enum ErrorKind {
     BadRequest,
     /// 414
     UriTooLong,
+    /// 421: the Host is not a name this proxy serves, or differs from the connection's SNI.
+    MisdirectedRequest,
     /// 401 with `WWW-Authenticate: Bearer`.
     Unauthorized,
     /// 403: the client address is not in `allow_cidrs` (known only from X-Forwarded-For).
@@ -53,6 +55,7 @@ impl ErrorKind {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,6 +74,7 @@ impl ErrorKind {
             ErrorKind::NotFound
             | ErrorKind::BadRequest
             | ErrorKind::UriTooLong
+            | ErrorKind::MisdirectedRequest
             | ErrorKind::Unauthorized
             | ErrorKind::Forbidden
             | ErrorKind::PayloadTooLarge
@@ -90,6 +94,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not-found",
             ErrorKind::BadRequest => "bad-request",
             ErrorKind::UriTooLong => "uri-too-long",
+            ErrorKind::MisdirectedRequest => "misdirected-request",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::PayloadTooLarge => "payload-too-large",
