@@ -2,7 +2,7 @@
 //!
 //! Phases, in order (each refusal is answered here and nothing is forwarded):
 //! request id -> one config snapshot -> client address (X-Forwarded-For from trusted proxies only,
-//! 403) -> route by host (404) -> path safety and prefix (400/414/404) -> bearer auth (401) -> body
+//! 403) -> served host and SNI on TLS (421) -> route by host (404) -> path safety and prefix (400/414/404) -> bearer auth (401) -> body
 //! limit (413) -> per-IdP in-flight cap (429) -> upstream request (path, Host, v2 token, no inbound
 //! credentials, no hop-by-hop) -> pooled client within `upstream_timeout` (502/504) -> response
 //! headers (hop-by-hop, Location, token echo) -> client.
