@@ -21,7 +21,8 @@ fn token(i: usize) -> String {
 fn clients(n: usize) -> Vec<Client> {
     let mut text = String::from(
         "[listen]\naddr = \"127.0.0.1:8443\"\n\n[[routes]]\nname = \"acme\"\n\
-         upstream = \"https://acme.goskope.com/api/v2/scim\"\ntoken_env = \"ACME_V2_TOKEN\"\n",
+         upstream = \"https://acme.goskope.com/api/v2/scim\"\ntoken_env = \"ACME_V2_TOKEN\"\n\
+         hosts = [\"scim-proxy.acme.example\"]\n",
     );
     for i in 0..n {
         let hash = hex::encode(auth::token_sha256(token(i).as_bytes()));

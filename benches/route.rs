@@ -20,6 +20,8 @@ fn routes() -> Vec<Route> {
         r#"
 [listen]
 addr = "127.0.0.1:8443"
+cert = "proxy.crt"
+key = "proxy.key"
 
 [[routes]]
 name = "acme"

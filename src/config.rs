@@ -142,6 +142,7 @@ struct RawRoute {
     token_file: Option<PathBuf>,
     token_env: Option<String>,
     hosts: Option<Vec<String>>,
+    public_url: Option<String>,
     legacy_tenant_id: Option<String>,
     upstream_auth: Option<String>,
     token_expires: Option<String>,
@@ -342,6 +343,8 @@ pub struct Route {
     pub token: TokenSource,
     /// Lower-case host names, without port. Empty: this route serves any host.
     pub hosts: Vec<String>,
+    /// The client-facing base every URL given back is built from, when set (else the checked Host).
+    pub public_url: Option<PublicUrl>,
     pub legacy_tenant_id: Option<String>,
     pub upstream_auth: UpstreamAuth,
     /// When the v2 token expires (Netskope shows it when the token is made), if configured.
@@ -370,6 +373,19 @@ impl UpstreamBase {
     pub fn url(&self) -> String {
         format!("https://{}{}", self.authority, self.path)
     }
+}
+
+/// A route's `public_url`, e.g. `https://scim.example.com/SCIM/v2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// `https` or `http`.
+    pub scheme: String,
+    /// Lower-case host, IPv6 without brackets.
+    pub host: String,
+    /// `host[:port]` as written in URLs (lower-cased, brackets kept).
+    pub authority: String,
+    /// Path without trailing slash, e.g. `/SCIM/v2`.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,6 +480,10 @@ impl Validator {
     }
 
     fn config(&mut self, raw: RawConfig, base_dir: &Path) -> Config {
+        let plain_listener = raw
+            .listen
+            .as_ref()
+            .is_none_or(|l| l.cert.is_none() && l.key.is_none());
         let listen = self.listen(raw.listen, base_dir);
         let admin = raw.admin.and_then(|a| match a.addr {
             Some(addr) => self
@@ -482,7 +502,7 @@ impl Validator {
             .runtime
             .and_then(|r| r.worker_threads)
             .map(|n| self.count("runtime.worker_threads", Some(n), 1, 1, 1024));
-        let routes = self.routes(raw.routes, base_dir);
+        let routes = self.routes(raw.routes, base_dir, plain_listener);
         if let (Some(a), l) = (&admin, &listen)
             && a.addr == l.addr
             && a.addr.port() != 0
@@ -859,14 +879,14 @@ impl Validator {
         }
     }
 
-    fn routes(&mut self, raw: Vec<RawRoute>, base_dir: &Path) -> Vec<Route> {
+    fn routes(&mut self, raw: Vec<RawRoute>, base_dir: &Path, plain_listener: bool) -> Vec<Route> {
         if raw.is_empty() {
             self.problem("routes", "at least one [[routes]] table is required");
         }
         let mut routes: Vec<Route> = Vec::new();
         for (i, r) in raw.into_iter().enumerate() {
             let key = format!("routes[{i}]");
-            if let Some(route) = self.route(&key, r, base_dir) {
+            if let Some(route) = self.route(&key, r, base_dir, plain_listener) {
                 routes.push(route);
             }
         }
@@ -903,7 +923,13 @@ impl Validator {
         routes
     }
 
-    fn route(&mut self, key: &str, r: RawRoute, base_dir: &Path) -> Option<Route> {
+    fn route(
+        &mut self,
+        key: &str,
+        r: RawRoute,
+        base_dir: &Path,
+        plain_listener: bool,
+    ) -> Option<Route> {
         let before = self.problems.len();
         let name = match r.name {
             Some(n) if is_name(&n) => n,
@@ -983,6 +1009,24 @@ impl Validator {
                     ),
                 }
             }
+        }
+        let public_url_given = r.public_url.is_some();
+        let public_url = r.public_url.and_then(|u| match parse_public_url(&u) {
+            Ok(p) => Some(p),
+            Err(reason) => {
+                self.problem(&format!("{key}.public_url"), reason);
+                None
+            }
+        });
+        if plain_listener && hosts.is_empty() && !public_url_given {
+            // Without a certificate nothing names what the proxy serves, so the route must.
+            self.problem(
+                &format!("{key}.public_url"),
+                format!(
+                    "required on a plain listener (no listen.cert) unless {key}.hosts is set: \
+                     URLs given back to the IdP must not be built from an unchecked Host header"
+                ),
+            );
         }
         let legacy_tenant_id = match r.legacy_tenant_id {
             Some(t)
@@ -1068,6 +1112,7 @@ impl Validator {
             upstream: upstream?,
             token: token?,
             hosts,
+            public_url,
             legacy_tenant_id,
             upstream_auth,
             token_expires,
@@ -1327,6 +1372,59 @@ pub fn parse_upstream(s: &str) -> Result<UpstreamBase, String> {
     })
 }
 
+/// Validates a route's `public_url`: absolute http(s), a host, a path, no userinfo, query or fragment.
+pub fn parse_public_url(s: &str) -> Result<PublicUrl, String> {
+    let example = "(e.g. \"https://scim.example.com/SCIM/v2\")";
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a URL ({e}) {example}"))?;
+    let scheme = match uri.scheme_str() {
+        Some(sch @ ("https" | "http")) => sch.to_string(),
+        _ => {
+            return Err(format!(
+                "{s:?} is not an absolute https:// or http:// URL {example}"
+            ));
+        }
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{s:?} has no host {example}"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("{s:?}: userinfo is not allowed"));
+    }
+    if uri.query().is_some() || s.contains('#') {
+        return Err(format!("{s:?}: a query or fragment is not allowed"));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host {example}"));
+    }
+    // `http::Uri` reports `/` for a URL written without a path.
+    let written_path = s
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_start_matches(authority.as_str()))
+        .unwrap_or_default();
+    let path = uri.path().trim_end_matches('/').to_string();
+    if written_path.is_empty() || path.is_empty() {
+        return Err(format!("{s:?} needs the path the IdP uses {example}"));
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") || path.contains('%') {
+        return Err(format!(
+            "{s:?}: the path must be plain, without dot segments or percent-encoding"
+        ));
+    }
+    Ok(PublicUrl {
+        scheme,
+        host,
+        authority: authority.as_str().to_ascii_lowercase(),
+        path,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1342,6 +1440,7 @@ addr = "127.0.0.1:8443"
 [[routes]]
 name = "acme"
 upstream = "https://acme.goskope.com/api/v2/scim/"
+public_url = "https://scim.example.com/SCIM/v2"
 token_file = "acme.token"
 
 [[routes.clients]]
@@ -1429,6 +1528,52 @@ token_sha256 = "secret-token"
     }
 
     #[test]
+    fn public_url_is_validated_and_a_plain_listener_needs_it_or_hosts() {
+        let c = parse(&minimal(), Path::new("/etc/scim-proxy/p.toml")).unwrap();
+        let public = c.routes[0].public_url.clone().unwrap();
+        assert_eq!(
+            (
+                public.scheme.as_str(),
+                public.authority.as_str(),
+                public.path.as_str()
+            ),
+            ("https", "scim.example.com", "/SCIM/v2")
+        );
+        for bad in [
+            "scim.example.com/SCIM/v2",
+            "ftp://scim.example.com/SCIM/v2",
+            "https://scim.example.com",
+            "https://scim.example.com/",
+            "https://scim.example.com/SCIM/v2?x=1",
+            "https://scim.example.com/SCIM/v2#f",
+            "https://u@scim.example.com/SCIM/v2",
+        ] {
+            let text = minimal().replace("https://scim.example.com/SCIM/v2", bad);
+            let p = problems(&text);
+            assert!(
+                p.len() == 1 && p[0].starts_with("/etc/scim-proxy/p.toml: routes[0].public_url: "),
+                "{bad}: {p:#?}"
+            );
+        }
+        let without = minimal().replace("public_url = \"https://scim.example.com/SCIM/v2\"\n", "");
+        let p = problems(&without);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(
+            p[0].contains("routes[0].public_url: required on a plain listener")
+                && p[0].contains("routes[0].hosts"),
+            "{p:#?}"
+        );
+        assert!(
+            problems(&without.replace("token_file", "hosts = [\"scim.example.com\"]\ntoken_file"))
+                .is_empty()
+        );
+        assert!(
+            problems(&without.replace("[listen]", "[listen]\ncert = \"a.crt\"\nkey = \"a.key\""))
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn cross_route_rules() {
         let route = |name: &str, hosts: &str| {
             format!(
@@ -1436,7 +1581,7 @@ token_sha256 = "secret-token"
             )
         };
         let text = format!(
-            "[listen]\naddr = \"127.0.0.1:1\"\n{}{}{}{}",
+            "[listen]\naddr = \"127.0.0.1:1\"\ncert = \"a.crt\"\nkey = \"a.key\"\n{}{}{}{}",
             route("a", ""),
             route("b", ""),
             route("a", "hosts = [\"H.example\"]"),

@@ -25,6 +25,8 @@ pub enum ErrorKind {
     BadRequest,
     /// 414
     UriTooLong,
+    /// 421: the Host is not a name this proxy serves, or differs from the connection's SNI.
+    MisdirectedRequest,
     /// 401 with `WWW-Authenticate: Bearer`.
     Unauthorized,
     /// 403: the client address is not in `allow_cidrs` (known only from X-Forwarded-For).
@@ -55,6 +57,7 @@ impl ErrorKind {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -74,6 +77,7 @@ impl ErrorKind {
             ErrorKind::NotFound
             | ErrorKind::BadRequest
             | ErrorKind::UriTooLong
+            | ErrorKind::MisdirectedRequest
             | ErrorKind::Unauthorized
             | ErrorKind::Forbidden
             | ErrorKind::RequestTimeout
@@ -94,6 +98,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not-found",
             ErrorKind::BadRequest => "bad-request",
             ErrorKind::UriTooLong => "uri-too-long",
+            ErrorKind::MisdirectedRequest => "misdirected-request",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::RequestTimeout => "request-timeout",

@@ -209,10 +209,11 @@ async fn handle_connection(
         }
     }
     let state = Arc::new(ConnState::new());
-    let conn = |tls| ConnInfo {
+    let conn = |tls, sni| ConnInfo {
         peer,
         tcp_peer,
         tls,
+        sni,
         state: state.clone(),
     };
     match &snapshot.tls {
@@ -232,9 +233,10 @@ async fn handle_connection(
                     return;
                 }
             };
+            let sni = tls.get_ref().1.server_name().map(str::to_owned);
             serve_http(
                 tls,
-                conn(true),
+                conn(true, sni),
                 shared.clone(),
                 limits,
                 shutdown,
@@ -245,7 +247,7 @@ async fn handle_connection(
         None => {
             serve_http(
                 stream,
-                conn(false),
+                conn(false, None),
                 shared.clone(),
                 limits,
                 shutdown,

@@ -2,7 +2,7 @@
 //!
 //! Phases, in order (each refusal is answered here and nothing is forwarded):
 //! request id -> one config snapshot -> client address (X-Forwarded-For from trusted proxies only,
-//! 403) -> route by host (404) -> path safety and prefix (400/414/404) -> bearer auth (401) -> body
+//! 403) -> served host and SNI on TLS (421) -> route by host (404) -> path safety and prefix (400/414/404) -> bearer auth (401) -> body
 //! limit (413) -> per-IdP in-flight cap (429) -> upstream request (path, Host, v2 token, no inbound
 //! credentials, no hop-by-hop) -> pooled client within `upstream_timeout` (502/504) -> response
 //! headers (hop-by-hop, Location, token echo) -> client.
@@ -47,6 +47,8 @@ pub struct ConnInfo {
     /// The TCP peer itself (a load balancer, with the PROXY protocol).
     pub tcp_peer: SocketAddr,
     pub tls: bool,
+    /// The server name the client sent in the TLS handshake, if any.
+    pub sni: Option<String>,
     pub state: Arc<ConnState>,
 }
 
@@ -158,6 +160,9 @@ where
     // The authority (absolute-form or HTTP/2) wins over Host; either only selects among configured routes.
     let client_authority = client_authority(&parts)?;
     refuse_unknown_transfer_coding(&parts.headers)?;
+    if conn.tls {
+        check_served_name(snapshot, conn, client_authority.as_deref())?;
+    }
     let index = route::select_route(&config.routes, client_authority.as_deref())
         .map_err(|_| ProxyError::new(ErrorKind::NotFound, "no route serves this host"))?;
     let (route, runtime) = snapshot
@@ -243,15 +248,19 @@ where
             )
         })?;
 
-    // The base the client addressed, for rewriting upstream URLs back.
-    let client_base = client_authority.as_deref().map(|authority| {
-        let scheme = if conn.tls {
-            "https"
-        } else {
-            forwarded_proto(&config.listen, conn, &parts.headers)
-        };
-        Base::new(scheme, authority, mapped.client_prefix)
-    });
+    // The base URLs are given back under: `public_url`, else the authority the client addressed,
+    // which is a name this proxy serves (checked above on TLS; a route host on a plain listener).
+    let client_base = match &route.public_url {
+        Some(public) => Some(Base::new(&public.scheme, &public.authority, &public.path)),
+        None => client_authority.as_deref().map(|authority| {
+            let scheme = if conn.tls {
+                "https"
+            } else {
+                forwarded_proto(&config.listen, conn, &parts.headers)
+            };
+            Base::new(scheme, authority, mapped.client_prefix)
+        }),
+    };
 
     let path_and_query =
         route::upstream_path_and_query(&route.upstream, mapped.rest, parts.uri.query());
@@ -486,6 +495,44 @@ fn too_large(max: u64) -> ProxyError {
         ErrorKind::PayloadTooLarge,
         format!("the request body is larger than the proxy's limit of {max} bytes"),
     )
+}
+
+/// On TLS, the addressed host must be one this proxy serves (a route's `hosts` or `public_url`
+/// host, or a name the certificate covers) and the one the client named in SNI: else 421, so a
+/// forged Host is never forwarded nor reflected in the URLs given back.
+fn check_served_name(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    authority: Option<&str>,
+) -> Result<(), ProxyError> {
+    let Some(authority) = authority else {
+        return Ok(());
+    };
+    let misdirected = |why: &str| ProxyError::new(ErrorKind::MisdirectedRequest, why.to_string());
+    let host = route::host_without_port(authority)
+        .ok_or_else(|| misdirected("this proxy does not serve the requested host"))?;
+    if let Some(sni) = &conn.sni
+        && !sni.trim_end_matches('.').eq_ignore_ascii_case(host)
+    {
+        return Err(misdirected(
+            "the requested host differs from the TLS server name (SNI) of this connection",
+        ));
+    }
+    let by_route = snapshot.config.routes.iter().any(|r| {
+        r.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+            || r.public_url
+                .as_ref()
+                .is_some_and(|p| p.host.eq_ignore_ascii_case(host))
+    });
+    let by_cert = snapshot
+        .cert_names
+        .as_ref()
+        .is_some_and(|names| names.covers(host));
+    if by_route || by_cert {
+        Ok(())
+    } else {
+        Err(misdirected("this proxy does not serve the requested host"))
+    }
 }
 
 /// The authority the client addressed: the target's (absolute-form, HTTP/2 `:authority`), else the

@@ -172,6 +172,7 @@ mod tests {
             upstream: parse_upstream("https://acme.goskope.com/api/v2/scim").unwrap(),
             token: TokenSource::Env("T".into()),
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            public_url: None,
             legacy_tenant_id: tenant.map(str::to_string),
             upstream_auth: UpstreamAuth::Bearer,
             token_expires: None,

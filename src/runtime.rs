@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub tls: Option<TlsAcceptor>,
     /// The serving certificate's subject and validity (None for plain HTTP).
     pub cert_info: Option<tls::CertInfo>,
+    /// The names the serving certificate covers; a Host outside them (and the routes' names) is 421.
+    pub cert_names: Option<tls::CertNames>,
     pub client: UpstreamClient,
     upstream_roots: Vec<CertificateDer<'static>>,
     proxy_auth: Option<http::HeaderValue>,
@@ -246,6 +248,7 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
     };
 
     let mut cert_info = None;
+    let mut cert_names = None;
     let tls = match &config.listen.tls {
         Some(files) => {
             let certs = tls::read_certs(&files.cert)
@@ -266,6 +269,14 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
                             ),
                         ),
                         Some(Ok(info)) => cert_info = Some(info),
+                        Some(Err(e)) => problem(
+                            "listen.cert".into(),
+                            format!("{}: {e}", files.cert.display()),
+                        ),
+                        None => {}
+                    }
+                    match certs.first().map(tls::cert_names) {
+                        Some(Ok(names)) => cert_names = Some(names),
                         Some(Err(e)) => problem(
                             "listen.cert".into(),
                             format!("{}: {e}", files.cert.display()),
@@ -480,6 +491,7 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         routes,
         tls,
         cert_info,
+        cert_names,
         client,
         upstream_roots,
         proxy_auth,

@@ -92,6 +92,61 @@ pub fn cert_info(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
     })
 }
 
+/// The names a serving certificate covers (its DNS and IP subject alternative names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertNames {
+    /// Lower-case DNS names, without a trailing dot; may start with `*.`.
+    pub dns: Vec<String>,
+    pub ips: Vec<std::net::IpAddr>,
+}
+
+impl CertNames {
+    /// Whether `host` (no port, IPv6 without brackets) is covered: an IP literal by an IP SAN, a
+    /// name by a DNS SAN, where `*.example.com` stands for exactly one label (RFC 6125 §6.4.3).
+    pub fn covers(&self, host: &str) -> bool {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return self.ips.contains(&ip);
+        }
+        let host = host.strip_suffix('.').unwrap_or(host);
+        self.dns.iter().any(|name| match name.strip_prefix("*.") {
+            Some(parent) => host.split_once('.').is_some_and(|(label, rest)| {
+                !label.is_empty() && rest.eq_ignore_ascii_case(parent)
+            }),
+            None => name.eq_ignore_ascii_case(host),
+        })
+    }
+}
+
+/// The DNS and IP subject alternative names of a DER certificate.
+pub fn cert_names(der: &CertificateDer<'_>) -> Result<CertNames, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("not a parsable X.509 certificate ({e})"))?;
+    let mut names = CertNames::default();
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("unreadable subjectAltName extension ({e})"))?;
+    for name in san.iter().flat_map(|s| s.value.general_names.iter()) {
+        match name {
+            GeneralName::DNSName(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                if !d.is_empty() {
+                    names.dns.push(d);
+                }
+            }
+            GeneralName::IPAddress(bytes) => {
+                if let Ok(b) = <[u8; 4]>::try_from(*bytes) {
+                    names.ips.push(std::net::IpAddr::from(b));
+                } else if let Ok(b) = <[u8; 16]>::try_from(*bytes) {
+                    names.ips.push(std::net::IpAddr::from(b));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
 /// Inbound TLS 1.2 (ECDHE with AES-GCM, which Entra requires) and 1.3, ALPN h2 + http/1.1.
 pub fn server_config_from(
     certs: Vec<CertificateDer<'static>>,
@@ -132,4 +187,36 @@ pub fn upstream_client_config(
         .with_no_client_auth();
     // No ALPN here: hyper-rustls sets h2 + http/1.1 itself (and refuses a config that has some).
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_covered_by_the_certificate() {
+        let names = CertNames {
+            dns: vec!["scim.example.com".into(), "*.wild.example".into()],
+            ips: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+        };
+        for host in [
+            "scim.example.com",
+            "SCIM.Example.com.",
+            "a.wild.example",
+            "127.0.0.1",
+            "::1",
+        ] {
+            assert!(names.covers(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "wild.example",
+            "a.b.wild.example",
+            ".wild.example",
+            "127.0.0.2",
+            "scim.example.com.evil",
+        ] {
+            assert!(!names.covers(host), "{host}");
+        }
+    }
 }

@@ -185,7 +185,7 @@ async fn hosts_select_routes_and_each_upstream_sees_only_its_own() {
         ("addon-b.example", ENTRA, 1, 1),
         ("addon-B.EXAMPLE:443", ENTRA, 1, 1),
         ("b2.example", ENTRA, 1, 1),
-        ("unknown.example", OKTA, 2, 2),
+        ("localhost", OKTA, 2, 2),
         ("127.0.0.1:9", OKTA, 2, 2),
     ];
     for (host, token, ui, ri) in cases {
@@ -233,16 +233,17 @@ async fn hosts_select_routes_and_each_upstream_sees_only_its_own() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_host_without_catch_all_is_404_and_not_forwarded() {
+async fn host_the_proxy_does_not_serve_is_421_and_a_served_one_without_route_404() {
     let p = Builder::new()
         .routes(vec![RouteSpec::new("a").hosts(&["addon-a.example"])])
         .start()
         .await;
-    for host in [
-        "other.example",
-        "localhost",
-        "addon-a.example.evil",
-        "127.0.0.1",
+    // Covered by the certificate, but no route: 404. Covered by nothing: 421.
+    for (host, status) in [
+        ("other.example", 421),
+        ("localhost", 404),
+        ("addon-a.example.evil", 421),
+        ("127.0.0.1", 404),
     ] {
         let a = p
             .call(
@@ -252,7 +253,7 @@ async fn unknown_host_without_catch_all_is_404_and_not_forwarded() {
                 Bytes::new(),
             )
             .await;
-        p.assert_error(&a, 404, &[]);
+        p.assert_error(&a, status, &[]);
     }
     // Raw, without any Host header at all (HTTP/1.0).
     let a = p
@@ -342,7 +343,7 @@ async fn absolute_form_target_is_served_by_its_path_and_its_authority_only_selec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn absolute_form_with_unknown_authority_and_no_catch_all_is_404() {
+async fn absolute_form_with_an_authority_the_proxy_does_not_serve_is_421() {
     let p = Builder::new()
         .routes(vec![RouteSpec::new("a").hosts(&["addon-a.example"])])
         .start()
@@ -356,7 +357,8 @@ async fn absolute_form_with_unknown_authority_and_no_catch_all_is_404() {
             &[("Authorization", &auth)],
         ))
         .await;
-    p.assert_error(&a, 404, &[]);
+    p.assert_error(&a, 421, &["does not serve"]);
+    assert!(!String::from_utf8_lossy(&a.body).contains("evil"));
     assert_eq!(p.upstream_total(), 0);
     p.stop().await;
 }
@@ -2566,4 +2568,180 @@ async fn traffic_log_has_one_line_per_request_and_never_a_token() {
         assert!(!raw.contains(s.as_str()), "a token is in the traffic log");
     }
     p.stop().await;
+}
+
+// ---- Host-header injection: URLs given back only for names the proxy serves -------------------
+
+/// POST a user with `Host: host`; the answer.
+async fn create_user_as(p: &TestProxy, host: &str, name: &str) -> scim_proxy::demo::client::Answer {
+    p.call(
+        p.req(Method::POST, "/SCIM/v2/Users")
+            .header("host", host)
+            .header("authorization", bearer(OKTA))
+            .header("content-type", "application/scim+json"),
+        user(name).to_string(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_hosts_the_certificate_covers_are_served_and_reflected() {
+    // One catch-all route: before, any Host was served and came back in the URLs.
+    let p = Builder::new().start().await;
+    // The proxy certificate covers localhost, addon-a.example, addon-b.example and 127.0.0.1.
+    for (i, host) in ["addon-a.example", "127.0.0.1", "[::1]:8443"]
+        .iter()
+        .enumerate()
+    {
+        let a = create_user_as(&p, host, &format!("host{i}@x.y")).await;
+        if *host == "[::1]:8443" {
+            // No IPv6 SAN on the test certificate.
+            p.assert_error(&a, 421, &["does not serve"]);
+            continue;
+        }
+        assert_eq!(a.status, StatusCode::CREATED, "{host}: {:?}", a.body);
+        let want = format!("https://{host}/SCIM/v2/Users/");
+        assert!(
+            a.header("location").is_some_and(|l| l.starts_with(&want)),
+            "{host}: {:?}",
+            a.headers
+        );
+        let meta = a.json()["meta"]["location"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(meta.starts_with(&want), "{host}: {meta}");
+    }
+    let total = p.upstream_total();
+    for host in [
+        "evil.example",
+        "evil.example:443",
+        "localhost.evil.example",
+        "127.0.0.2",
+        "x.addon-a.example",
+    ] {
+        let a = create_user_as(&p, host, "evil@x.y").await;
+        p.assert_error(&a, 421, &["does not serve"]);
+        let text = String::from_utf8_lossy(&a.body).to_string();
+        assert!(
+            !text.contains("evil.example") && !text.contains("127.0.0.2"),
+            "{host}: {text}"
+        );
+        assert!(a.header("location").is_none(), "{host}");
+    }
+    assert_eq!(
+        p.upstream_total(),
+        total,
+        "a misdirected request was forwarded"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_differing_from_sni_is_421() {
+    let p = Builder::new().start().await;
+    let mut config = (*client_tls(
+        &p.prepared.ca_pem,
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    ))
+    .clone();
+    config.enable_sni = true; // tls_connect names `localhost`
+    let config = std::sync::Arc::new(config);
+    for (host, status) in [("addon-a.example", 421), ("localhost:443", 200)] {
+        let mut tls = tls_connect(p.addr, config.clone())
+            .await
+            .expect("TLS connect");
+        let request = format!(
+            "GET /SCIM/v2/Users HTTP/1.1\r\nHost: {host}\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+            bearer(OKTA)
+        );
+        let a = exchange(&mut tls, request.as_bytes())
+            .await
+            .expect("exchange");
+        if status == 421 {
+            p.assert_error(&a, 421, &["SNI"]);
+            assert_eq!(p.upstream_total(), 0, "a misdirected request was forwarded");
+        } else {
+            assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        }
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_url_wins_for_every_url_given_back() {
+    let mut prepared = Builder::new().prepare().await;
+    prepared.edit_config(
+        "token_file = \"main.token\"\n",
+        "token_file = \"main.token\"\npublic_url = \"https://scim.public.example/SCIM/v2\"\n",
+    );
+    let p = prepared.start().await;
+    let a = create_user_as(&p, "localhost", "public@x.y").await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let want = "https://scim.public.example/SCIM/v2/Users/";
+    assert!(
+        a.header("location").is_some_and(|l| l.starts_with(want)),
+        "{:?}",
+        a.headers
+    );
+    let meta = a.json()["meta"]["location"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(meta.starts_with(want), "{meta}");
+    // The public_url host is served though no SAN covers it.
+    let a = create_user_as(&p, "scim.public.example", "public2@x.y").await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_names_follow_a_reloaded_certificate() {
+    let p = Builder::new().start().await;
+    let renamed = p
+        .prepared
+        .pki
+        .issue(&["localhost", "renamed.example"], &[])
+        .expect("certificate");
+    write_file(p.dir(), "proxy.crt", &renamed.cert_pem);
+    write_private(p.dir(), "proxy.key", &renamed.key_pem);
+    p.running().reload().expect("reload");
+    let a = create_user_as(&p, "renamed.example", "renamed@x.y").await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let a = create_user_as(&p, "addon-a.example", "old@x.y").await;
+    p.assert_error(&a, 421, &["does not serve"]);
+    p.stop().await;
+}
+
+#[test]
+fn cli_check_refuses_a_plain_listener_route_without_hosts_or_public_url() {
+    let dir = tempfile::tempdir().unwrap();
+    write_private(dir.path(), "acme.token", "v2-token\n");
+    let config = |route_extra: &str| {
+        format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\n\n[[routes]]\nname = \"acme\"\nupstream = \"https://acme.goskope.com/api/v2/scim\"\ntoken_file = \"acme.token\"\n{route_extra}\n[[routes.clients]]\nname = \"okta\"\ntoken_sha256 = \"{}\"\n",
+            sha256_hex(OKTA.as_bytes())
+        )
+    };
+    let path = write_file(dir.path(), "plain.toml", &config(""));
+    let p = path.to_str().unwrap();
+    let out = run_cli(&["check", "--config", p], b"", &[], Duration::from_secs(60));
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&format!(
+            "{p}: routes[0].public_url: required on a plain listener"
+        )) && l.contains("routes[0].hosts")),
+        "{stderr}"
+    );
+    for fixed in [
+        "public_url = \"https://scim.example.com/SCIM/v2\"",
+        "hosts = [\"scim.example.com\"]",
+    ] {
+        write_file(dir.path(), "plain.toml", &config(fixed));
+        let out = run_cli(&["check", "--config", p], b"", &[], Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("public_url"), "{fixed}: {stderr}");
+    }
 }

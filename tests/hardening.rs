@@ -645,7 +645,7 @@ fn leaf_of(pem: &str) -> CertificateDer<'static> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sni_matching_nothing_gets_the_one_certificate_and_is_served() {
+async fn an_sni_matching_nothing_gets_the_one_certificate_and_a_host_differing_from_it_421() {
     let p = Builder::new().start().await;
     let served = leaf_of(&std::fs::read_to_string(p.dir().join("proxy.crt")).unwrap());
     let names = [
@@ -664,9 +664,13 @@ async fn an_sni_matching_nothing_gets_the_one_certificate_and_is_served() {
         )
         .await
         .unwrap();
-        assert_eq!(a.status, StatusCode::OK, "{name:?}");
+        // A DNS SNI is sent and differs from `Host: localhost`; an IP address is never sent as SNI.
+        match name {
+            ServerName::DnsName(_) => p.assert_error(&a, 421, &["SNI"]),
+            _ => assert_eq!(a.status, StatusCode::OK, "{name:?}"),
+        }
     }
-    assert_eq!(p.upstream_total(), 2);
+    assert_eq!(p.upstream_total(), 1);
     p.stop().await;
 }
 

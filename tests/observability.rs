@@ -1033,7 +1033,9 @@ impl Served {
             assert!(Instant::now() < deadline, "no 'serving' line:\n{text}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let tls = devcerts::client_config(ca_pem, &[]).expect("client TLS");
+        let mut tls = devcerts::client_config(ca_pem, &[]).expect("client TLS");
+        // No SNI, so `get` may send any Host (as in tests/support).
+        std::sync::Arc::make_mut(&mut tls).enable_sni = false;
         let client = ScimClient::new(&format!("https://localhost:{}", addr.port()), tls, false);
         Served {
             guard,

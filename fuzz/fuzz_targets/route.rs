@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         upstream: parse_upstream("https://acme.goskope.com/api/v2/scim").unwrap(),
         token: TokenSource::Env("T".into()),
         hosts: vec![],
+        public_url: None,
         legacy_tenant_id: Some("1234".into()),
         upstream_auth: UpstreamAuth::Bearer,
         token_expires: None,

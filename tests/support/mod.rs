@@ -438,7 +438,9 @@ impl Prepared {
             .expect("start the proxy");
         let addr = running.proxy_addr;
         let base = format!("https://localhost:{}", addr.port());
-        let tls = devcerts::client_config(&self.ca_pem, &[]).expect("client TLS");
+        let mut tls = devcerts::client_config(&self.ca_pem, &[]).expect("client TLS");
+        // No SNI, so tests may send any Host (Host and SNI differing is 421, tested on its own).
+        Arc::make_mut(&mut tls).enable_sni = false;
         let client = ScimClient::new(&base, tls, false);
         TestProxy {
             running: Some(running),
@@ -660,6 +662,8 @@ pub fn client_tls(
     .with_root_certificates(roots(ca_pem))
     .with_no_client_auth();
     c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // No SNI, so tests may send any Host (Host and SNI differing is 421, tested on its own).
+    c.enable_sni = false;
     Arc::new(c)
 }
 
