@@ -540,16 +540,26 @@ fn check_served_name(
 /// would otherwise reach the URLs handed back to the client.
 fn client_authority(parts: &http::request::Parts) -> Result<Option<String>, ProxyError> {
     let bad = |why: &str| ProxyError::new(ErrorKind::BadRequest, why.to_string());
-    if let Some(a) = parts.uri.authority() {
-        if a.as_str().contains('@') {
-            return Err(bad("userinfo is not allowed in the request target"));
-        }
-        return Ok(Some(a.as_str().to_owned()));
-    }
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(bad("more than one Host header"));
+    }
+    if let Some(a) = parts.uri.authority() {
+        if a.as_str().contains('@') {
+            return Err(bad("userinfo is not allowed in the request target"));
+        }
+        if !has_valid_port(a.as_str()) {
+            return Err(bad("invalid port in the request target"));
+        }
+        // RFC 9113 §8.3.1: an HTTP/2 request whose host header differs from :authority is malformed.
+        if parts.version == Version::HTTP_2
+            && let Some(host) = host
+            && !host.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
+        {
+            return Err(bad("the host header differs from :authority"));
+        }
+        return Ok(Some(a.as_str().to_owned()));
     }
     let Some(host) = host else {
         return match parts.version {
@@ -564,8 +574,20 @@ fn client_authority(parts: &http::request::Parts) -> Result<Option<String>, Prox
             h.parse::<http::uri::Authority>()
                 .is_ok_and(|a| a.as_str() == *h)
         })
+        .filter(|h| has_valid_port(h))
         .map(|h| Some(h.to_owned()))
         .ok_or_else(|| bad("invalid Host header"))
+}
+
+/// An authority's port, when it has one, is 1 to 65535 (an empty port is allowed by RFC 3986).
+fn has_valid_port(authority: &str) -> bool {
+    let after_host = authority
+        .rfind(']')
+        .map_or(authority, |i| &authority[i + 1..]);
+    match after_host.rsplit_once(':') {
+        None | Some((_, "")) => true,
+        Some((_, port)) => port.parse::<u16>().is_ok_and(|p| p != 0),
+    }
 }
 
 /// Only `chunked` framing is understood: any other transfer coding would reach the upstream as if

@@ -595,7 +595,16 @@ async fn bad_credentials_are_401_with_www_authenticate_and_never_forwarded() {
 async fn invalid_host_header_is_400_and_not_forwarded() {
     let p = Builder::new().start().await;
     let auth = bearer(OKTA);
-    for host in ["a b", "a/b", "[::1", "a:b:c"] {
+    for host in [
+        "a b",
+        "a/b",
+        "[::1",
+        "a:b:c",
+        "localhost:0",
+        "localhost:65536",
+        "localhost:99999",
+        "[::1]:0",
+    ] {
         let a = p
             .raw(&raw_request(
                 "GET",
@@ -607,6 +616,16 @@ async fn invalid_host_header_is_400_and_not_forwarded() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "Host {host:?}");
         p.assert_error(&a, 400, &[]);
     }
+    // The same port rule for an absolute-form target.
+    let a = p
+        .raw(&raw_request(
+            "GET",
+            "https://localhost:0/SCIM/v2/Users",
+            "localhost",
+            &[("Authorization", &auth)],
+        ))
+        .await;
+    p.assert_error(&a, 400, &["port"]);
     assert_eq!(p.upstream_total(), 0);
     p.stop().await;
 }

@@ -909,6 +909,40 @@ async fn http2_rapid_reset_flood_gets_goaway_enhance_your_calm() {
     p.stop().await;
 }
 
+/// RFC 9113 §8.3.1: a `host` header that differs from `:authority` makes the request malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_host_header_differing_from_authority_is_refused_and_not_forwarded() {
+    let p = Builder::new().start().await;
+    let (client, conn) = h2_connect(&p).await;
+    let mut client = tokio::time::timeout(STEP, client.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut req = h2_get("/SCIM/v2/Users", Some(OKTA));
+    req.headers_mut()
+        .insert("host", http::HeaderValue::from_static("evil.example"));
+    let (response, _) = client.send_request(req, true).expect("sent");
+    let res = tokio::time::timeout(STEP, response).await.unwrap();
+    match res {
+        Ok(res) => assert_eq!(res.status(), StatusCode::BAD_REQUEST),
+        Err(e) => assert!(e.is_reset(), "{e:?}"),
+    }
+    // The same host as :authority is fine.
+    let mut req = h2_get("/SCIM/v2/Users", Some(OKTA));
+    req.headers_mut()
+        .insert("host", http::HeaderValue::from_static("localhost"));
+    let (response, _) = client.send_request(req, true).expect("sent");
+    let res = tokio::time::timeout(STEP, response).await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        p.upstream_total(),
+        1,
+        "only the consistent request is forwarded"
+    );
+    conn.abort();
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_oversized_header_list_is_refused_and_not_forwarded() {
     let p = Builder::new().start().await;
