@@ -5,14 +5,12 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper_rustls::MaybeHttpsStream;
-use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceExt};
 
-use crate::config::{Route, UpstreamAuth};
+use crate::config::Route;
 use crate::runtime::{RouteRuntime, Snapshot};
 use crate::tunnel::TunnelFailure;
 use crate::upstream::ForwardProxyError;
@@ -108,9 +106,21 @@ async fn check_route(
                 p.latency.as_millis()
             ));
             match p.status.as_u16() {
-                200 => {
+                200..=299 if p.list.is_none() => {
                     lines.push("result      OK: the token is accepted and SCIM Users can be read from this egress".into());
                     true
+                }
+                200..=299 => {
+                    lines.push(format!("answer      {}", p.list.unwrap_or_default()));
+                    lines.push("meaning     a success that is not the SCIM API: a captive portal, a TLS-inspecting proxy's page, or the wrong upstream path (it should end in /api/v2/scim)".into());
+                    false
+                }
+                400 => {
+                    lines.push(format!(
+                        "meaning     the upstream refused the request itself: wrong upstream path, or a server in front of it that is not the SCIM API{}",
+                        p.detail.map(|d| format!(" (upstream said: {d})")).unwrap_or_default()
+                    ));
+                    false
                 }
                 401 | 403 => {
                     lines.push(format!(
@@ -153,6 +163,8 @@ struct Probe {
     status: StatusCode,
     latency: Duration,
     detail: Option<String>,
+    /// Why a 2xx body is not a SCIM ListResponse, if it is not.
+    list: Option<String>,
 }
 
 struct Failure {
@@ -227,63 +239,55 @@ async fn probe(
         },
         None => "none presented".into(),
     };
-    let h2 = alpn == "h2";
-
-    let mut req = Request::get(uri)
+    // The request goes over this connection, built and sent as serving sends one: the same head
+    // (proxy::upstream_head) through a client with serving's settings (origin-form target, Host,
+    // HTTP/2 by ALPN).
+    let client = crate::upstream::client_builder(&snapshot.config.limits).build(
+        crate::upstream::OnceConnector::new(MaybeHttpsStream::Https(tls)),
+    );
+    let path_and_query =
+        crate::route::upstream_path_and_query(&route.upstream, "/Users", Some("count=1"));
+    let (mut parts, ()) = Request::get("/")
         .header(header::ACCEPT, "application/scim+json")
         .header(
             header::USER_AGENT,
             concat!("scim-proxy-preflight/", env!("CARGO_PKG_VERSION")),
-        );
-    if !h2 {
-        req = req.header(header::HOST, route.upstream.authority.as_str());
-    }
-    req = match route.upstream_auth {
-        UpstreamAuth::Bearer => req.header(header::AUTHORIZATION, runtime.token.header_value()),
-        UpstreamAuth::NetskopeApiToken => {
-            req.header("netskope-api-token", runtime.token.header_value())
-        }
-    };
-    let req = req
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| failure(e.to_string(), "internal"))?;
-    let res = if h2 {
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), tls)
-            .await
-            .map_err(|e| {
-                failure(
-                    format!("HTTP/2 handshake failed: {e}"),
-                    "the upstream is not speaking HTTP/2 correctly",
-                )
-            })?;
-        tokio::spawn(conn);
-        send.send_request(req).await
-    } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(tls)
-            .await
-            .map_err(|e| {
-                failure(
-                    format!("HTTP/1.1 handshake failed: {e}"),
-                    "the upstream closed the connection",
-                )
-            })?;
-        tokio::spawn(conn);
-        send.send_request(req).await
-    }
-    .map_err(|e| {
-        failure(
-            format!("the request failed: {e}"),
-            "the upstream closed the connection or answered garbage",
         )
-    })?;
+        .body(())
+        .map_err(|e| failure(e.to_string(), "internal"))?
+        .into_parts();
+    crate::proxy::upstream_head(
+        &mut parts,
+        route,
+        runtime,
+        &path_and_query,
+        "scim-proxy-preflight",
+    )
+    .map_err(|e| failure(e.detail, "fix routes.upstream"))?;
+    let res = client
+        .request(Request::from_parts(parts, crate::body::empty()))
+        .await
+        .map_err(|e| classify_connect(&e))?;
     let latency = started.elapsed();
     let status = res.status();
-    let body = res
-        .into_body()
+    let content_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    // Bounded: a captive portal or a wrong path may answer with anything.
+    let body = http_body_util::Limited::new(res.into_body(), PREFLIGHT_BODY_LIMIT)
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let list = list_response_problem(&body).map(|why| {
+        format!(
+            "{why}; content type {content_type}, first bytes: {}",
+            first_bytes(&body, runtime.token.expose_for_redaction())
+        )
+    });
     let detail = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {
@@ -299,7 +303,53 @@ async fn probe(
         status,
         latency,
         detail,
+        list,
     })
+}
+
+/// What the preflight reads of an answer at most.
+const PREFLIGHT_BODY_LIMIT: usize = 64 * 1024;
+
+const LIST_RESPONSE_URN: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+
+/// Why `body` is not a SCIM ListResponse (`schemas` holding its URN, `totalResults` an integer),
+/// or None when it is.
+fn list_response_problem(body: &[u8]) -> Option<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Some("the body is not JSON".into());
+    };
+    let urn = v
+        .get("schemas")
+        .and_then(|s| s.as_array())
+        .is_some_and(|s| s.iter().any(|u| u.as_str() == Some(LIST_RESPONSE_URN)));
+    if !urn {
+        return Some(format!(
+            "the JSON is not a SCIM ListResponse (no {LIST_RESPONSE_URN} in schemas)"
+        ));
+    }
+    if !v.get("totalResults").is_some_and(|t| t.is_u64()) {
+        return Some("the ListResponse has no integer totalResults".into());
+    }
+    None
+}
+
+/// The start of a body as printable text, for an admin to recognise it; never the token.
+fn first_bytes(body: &[u8], token: &str) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(120)]);
+    let text = if token.is_empty() {
+        text.into_owned()
+    } else {
+        text.replace(token, "[v2 token]")
+    };
+    let shown: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!(
+        "`{}{}`",
+        shown.trim(),
+        if body.len() > 120 { "…" } else { "" }
+    )
 }
 
 fn peer_or_unknown(peer: Option<SocketAddr>) -> String {

@@ -26,13 +26,13 @@ use crate::access::{Exchange, InFlightGauge, Logged};
 use crate::auth::{self, AuthOutcome};
 use crate::body::{BoxError, ProxyBody};
 use crate::body_filter;
-use crate::config::{Listen, UpstreamAuth};
+use crate::config::{Listen, Route, UpstreamAuth};
 use crate::error::{ErrorKind, Origin, ProxyError, classify_upstream_error};
 use crate::headers;
 use crate::listener::ConnState;
 use crate::rewrite::{self, Base};
 use crate::route::{self, RouteError};
-use crate::runtime::{Shared, Snapshot};
+use crate::runtime::{RouteRuntime, Shared, Snapshot};
 use crate::scim_op;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -264,31 +264,18 @@ where
 
     let path_and_query =
         route::upstream_path_and_query(&route.upstream, mapped.rest, parts.uri.query());
-    let upstream_uri: Uri = format!("https://{}{}", route.upstream.authority, path_and_query)
-        .parse()
-        .map_err(|_| {
-            ProxyError::new(ErrorKind::BadRequest, "request target cannot be forwarded")
-        })?;
-
+    // The path after the prefix, for the SCIM reading, before the URI is replaced.
+    let rest = mapped.rest.to_owned();
     if !config.listen.is_trusted_proxy(conn.peer.ip()) {
         headers::strip_untrusted_forwarding(&mut parts.headers);
     }
-    headers::upstream_request_headers(&mut parts.headers);
-    match route.upstream_auth {
-        UpstreamAuth::Bearer => parts
-            .headers
-            .insert(header::AUTHORIZATION, runtime.token.header_value()),
-        UpstreamAuth::NetskopeApiToken => parts
-            .headers
-            .insert(NETSKOPE_API_TOKEN.clone(), runtime.token.header_value()),
-    };
-    if let Ok(v) = HeaderValue::from_str(&exchange.request_id) {
-        parts.headers.insert(X_REQUEST_ID.clone(), v);
-    }
-    // The path after the prefix, for the SCIM reading, before the URI is replaced.
-    let rest = mapped.rest.to_owned();
-    parts.uri = upstream_uri;
-    parts.version = Version::HTTP_11;
+    upstream_head(
+        &mut parts,
+        route,
+        runtime,
+        &path_and_query,
+        &exchange.request_id,
+    )?;
 
     let method = parts.method.clone();
     exchange.upstream_path = Some(path_and_query);
@@ -411,6 +398,39 @@ where
     // The IdP's slot is freed with the exchange, when the response body is done.
     exchange.client_slot = Some(client_slot);
     Ok(Response::from_parts(parts, body))
+}
+
+/// Turns a request head into the one sent to `route`'s upstream: target, header hygiene, the v2
+/// token, the request id. Serving and `check --live` both build their upstream request here, and
+/// send it through the same pooled client (origin-form target and Host come from it), so the
+/// preflight can never send what serving would not.
+pub(crate) fn upstream_head(
+    parts: &mut http::request::Parts,
+    route: &Route,
+    runtime: &RouteRuntime,
+    path_and_query: &str,
+    request_id: &str,
+) -> Result<(), ProxyError> {
+    let upstream_uri: Uri = format!("https://{}{}", route.upstream.authority, path_and_query)
+        .parse()
+        .map_err(|_| {
+            ProxyError::new(ErrorKind::BadRequest, "request target cannot be forwarded")
+        })?;
+    headers::upstream_request_headers(&mut parts.headers);
+    match route.upstream_auth {
+        UpstreamAuth::Bearer => parts
+            .headers
+            .insert(header::AUTHORIZATION, runtime.token.header_value()),
+        UpstreamAuth::NetskopeApiToken => parts
+            .headers
+            .insert(NETSKOPE_API_TOKEN.clone(), runtime.token.header_value()),
+    };
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        parts.headers.insert(X_REQUEST_ID.clone(), v);
+    }
+    parts.uri = upstream_uri;
+    parts.version = Version::HTTP_11;
+    Ok(())
 }
 
 /// Why the inbound body failed, if it did.

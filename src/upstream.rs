@@ -300,13 +300,57 @@ pub fn build_client(
     proxy_auth: Option<http::HeaderValue>,
 ) -> Result<UpstreamClient, String> {
     let https = build_connector(egress, limits, tls, proxy_auth)?;
-    Ok(Client::builder(TokioExecutor::new())
+    Ok(client_builder(limits).build(https))
+}
+
+/// The client settings serving uses; `check --live` sends its request with the same ones.
+pub fn client_builder(limits: &Limits) -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         // One TLS record per request head + small body, as on the inbound side.
         .http1_writev(false)
         .pool_idle_timeout(limits.upstream_idle_timeout)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         // Retries only a request that never started on a reused connection the upstream had closed.
-        .retry_canceled_requests(true)
-        .build(https))
+        .retry_canceled_requests(true);
+    builder
+}
+
+/// A connector that hands out one already-made connection: `check --live` describes the egress
+/// path and TLS of a connection it made itself, then sends its request over that very connection
+/// through a client built like serving's.
+pub struct OnceConnector<S>(std::sync::Arc<std::sync::Mutex<Option<S>>>);
+
+// By hand: a derive would ask `S: Clone`, and a connection is not.
+impl<S> Clone for OnceConnector<S> {
+    fn clone(&self) -> Self {
+        OnceConnector(self.0.clone())
+    }
+}
+
+impl<S> OnceConnector<S> {
+    pub fn new(stream: S) -> OnceConnector<S> {
+        OnceConnector(std::sync::Arc::new(std::sync::Mutex::new(Some(stream))))
+    }
+}
+
+impl<S: Send + 'static> tower::Service<http::Uri> for OnceConnector<S> {
+    type Response = S;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<S, std::io::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let stream = self.0.lock().ok().and_then(|mut s| s.take());
+        std::future::ready(
+            stream.ok_or_else(|| std::io::Error::other("the preflight connection is used already")),
+        )
+    }
 }

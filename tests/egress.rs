@@ -1080,6 +1080,94 @@ async fn check_live_success_prints_egress_source_tls_certificate_status_and_toke
     prepared.shutdown().await;
 }
 
+/// The preflight sends what serving sends: against an HTTP/1.1 origin that refuses absolute-form
+/// targets with 400 (as strict servers do), it passes, with the same target, Host and token a
+/// forwarded request carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_live_against_a_strict_http11_origin_sends_origin_form_like_serving() {
+    let prepared = Builder::new().h1_upstream().prepare().await;
+    let up = prepared.upstreams[0].clone();
+    let run = check_live(&prepared.config_path, &[], &[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    run.assert_route("main", true);
+    assert!(
+        run.field("main", "tls").ends_with("(http/1.1)"),
+        "{}",
+        run.all()
+    );
+    let preflight = only_request(&up);
+    assert_eq!(preflight.version, Version::HTTP_11);
+    assert_eq!(preflight.path_and_query, "/api/v2/scim/Users?count=1");
+    run.assert_no_secret(&secrets_of(&prepared));
+    // A forwarded request carries the same Host and the same token header.
+    let p = prepared.start().await;
+    assert_eq!(p.get("/SCIM/v2/Users", OKTA).await.status, StatusCode::OK);
+    let seen = up.requests();
+    let served = seen.last().expect("the forwarded request");
+    for name in ["host", "authorization"] {
+        assert_eq!(
+            preflight.headers.get(name),
+            served.headers.get(name),
+            "{name} differs between check --live and serving"
+        );
+    }
+    p.stop().await;
+}
+
+/// A 2xx that is not a SCIM ListResponse (a captive portal, an inspecting proxy's page, the wrong
+/// path) fails and says what came back; a 400 has a meaning of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_live_fails_a_success_that_is_not_a_list_response_and_explains_a_400() {
+    let prepared = Builder::new().prepare().await;
+    let up = prepared.upstreams[0].clone();
+    let canned = |status: u16, content_type: &str, body: &str| Override {
+        status: StatusCode::from_u16(status).unwrap(),
+        headers: vec![("content-type".into(), content_type.into())],
+        body: bytes::Bytes::from(body.to_owned()),
+        delay: Duration::ZERO,
+    };
+    for (body, content_type, says) in [
+        (
+            "<html><body>Sign in to continue</body></html>",
+            "text/html",
+            "not JSON",
+        ),
+        ("{}", "application/json", "not a SCIM ListResponse"),
+        (
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":"1"}"#,
+            "application/scim+json",
+            "no integer totalResults",
+        ),
+    ] {
+        up.push_override(canned(200, content_type, body));
+        let run = check_live(&prepared.config_path, &[], &[]).await;
+        run.assert_failed();
+        run.assert_route("main", false);
+        let answer = run.field("main", "answer");
+        assert!(answer.contains(says), "{answer}");
+        assert!(answer.contains(content_type), "{answer}");
+        assert!(answer.contains(&body[..body.len().min(8)]), "{answer}");
+        run.assert_meaning("main", &["captive portal", "wrong upstream path"]);
+        run.assert_no_secret(&secrets_of(&prepared));
+    }
+    up.push_override(canned(
+        400,
+        "application/scim+json",
+        r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"400","detail":"bad request"}"#,
+    ));
+    let run = check_live(&prepared.config_path, &[], &[]).await;
+    run.assert_failed();
+    run.assert_meaning(
+        "main",
+        &[
+            "refused the request itself",
+            "wrong upstream path",
+            "not the SCIM API",
+        ],
+    );
+    prepared.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_live_401_names_token_scopes_and_allowlist() {
     let prepared = Builder::new().prepare().await;

@@ -410,6 +410,15 @@ async fn handle(
         version: parts.version,
         authenticated,
     });
+    // Strict, as many origin servers are: an HTTP/1 absolute-form target is for a forward proxy.
+    if parts.version != http::Version::HTTP_2 && parts.uri.authority().is_some() {
+        return ScimError::new(
+            StatusCode::BAD_REQUEST,
+            None,
+            "absolute-form request target refused: this is an origin server".into(),
+        )
+        .into_response();
+    }
 
     let canned = lock(&state.overrides).pop_front();
     let resp = if let Some(o) = canned {
