@@ -33,7 +33,11 @@ pub fn run(inputs: &[PathBuf], json: bool, out: &mut impl Write) -> Result<(), S
     } else {
         write_text(&summary, out)
     };
-    written.map_err(|e| format!("cannot write the report: {e}"))
+    match written.and_then(|()| out.flush()) {
+        // `report … | head`: the reader has what it wanted; that is not a failure.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| format!("cannot write the report: {e}")),
+    }
 }
 
 /// The fields of a traffic record the report uses; `ts` and `status` make a line a record.

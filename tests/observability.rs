@@ -3254,6 +3254,54 @@ fn outcomes_json(records: &[&Value]) -> Value {
     })
 }
 
+/// `scim-proxy report … | head`: a reader that closes the pipe early is no failure.
+#[test]
+fn report_into_a_closed_pipe_exits_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    // 3,000 IdPs: far more report than a pipe buffer holds.
+    let mut log = String::new();
+    for i in 0..3000 {
+        log.push_str(&format!(
+            "{{\"ts\":\"2026-11-23T17:34:54.035Z\",\"request_id\":\"r{i}\",\"route\":\"main\",\"client\":\"idp-{i}\",\"method\":\"GET\",\"path\":\"/SCIM/v2/Users\",\"status\":200,\"upstream_status\":200,\"op\":\"user.list\"}}\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traffic.log");
+    std::fs::write(&path, log).unwrap();
+    let mut child = Command::new(bin())
+        .args(["report", path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout); // like `head` after its lines
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("report did not exit after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(stderr, "", "nothing on stderr for a closed pipe");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_summarises_a_mixed_multi_idp_run() {
     let mut prepared = Builder::new()
