@@ -97,11 +97,17 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
     let listen_addr = snapshot.config.listen.addr;
     let admin_addr = snapshot.config.admin.as_ref().map(|a| a.addr);
     let listener = TcpListener::bind(listen_addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {listen_addr}: {e}"))
+        std::io::Error::new(
+            e.kind(),
+            format!("listen.addr: cannot listen on {listen_addr}: {e}"),
+        )
     })?;
     let admin = match admin_addr {
         Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on admin.addr {addr}: {e}"))
+            std::io::Error::new(
+                e.kind(),
+                format!("admin.addr: cannot listen on {addr}: {e}"),
+            )
         })?),
         None => None,
     };

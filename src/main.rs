@@ -375,6 +375,7 @@ fn check(path: &std::path::Path, live: Option<std::time::Duration>) -> ExitCode 
     match load(path) {
         Ok(snapshot) => {
             print_summary(&snapshot.config);
+            warn_unusual_upstream_paths(&snapshot.config);
             let expired = report_token_expiry(&snapshot);
             let live_ok = match live {
                 None => true,
@@ -441,6 +442,20 @@ fn report_token_expiry(snapshot: &scim_proxy::Snapshot) -> bool {
     expired
 }
 
+/// Netskope's SCIM API lives at `/api/v2/scim`; another path is allowed (a gateway in front, a
+/// lab) but is the first thing to suspect, so plain `check` says so before `--live` would.
+fn warn_unusual_upstream_paths(c: &Config) {
+    for (i, r) in c.routes.iter().enumerate() {
+        if !r.upstream.path.eq_ignore_ascii_case("/api/v2/scim") {
+            eprintln!(
+                "warning: {}: routes[{i}].upstream: {} does not end in /api/v2/scim, where Netskope serves SCIM",
+                c.source.display(),
+                r.upstream.url()
+            );
+        }
+    }
+}
+
 fn print_summary(c: &Config) {
     println!("{}: OK", c.source.display());
     let scheme = if c.listen.tls.is_some() {
@@ -502,7 +517,9 @@ async fn serve(path: PathBuf) -> ExitCode {
     let running = match scim_proxy::start(snapshot, Some(path.clone())).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!("{e}");
+            // Plainly on stderr too: the admin reads this line, not a log pipeline.
+            eprintln!("{}: {e}", path.display());
+            tracing::error!("{}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     };

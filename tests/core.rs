@@ -2375,6 +2375,68 @@ async fn cli_serve_reloads_on_sighup() {
     prepared.shutdown().await;
 }
 
+/// Plain `check` warns (exit 0) about an upstream URL that does not end in /api/v2/scim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_of_an_upstream_path_other_than_api_v2_scim() {
+    let prepared = Builder::new()
+        .route(|r| r.target(Target::Url("https://127.0.0.1:1/SCIM/v2".into())))
+        .prepare()
+        .await;
+    let config = prepared.config_path.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run_cli(
+            &["check", "--config", &config],
+            b"",
+            &[],
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("routes[0].upstream")
+            && stderr.contains("does not end in /api/v2/scim"),
+        "{stderr}"
+    );
+    prepared.shutdown().await;
+}
+
+/// `serve` on a listen.addr already in use names the key and the file, as admin.addr does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_listen_addr_in_use_names_the_key() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let mut prepared = Builder::new().prepare().await;
+    prepared.edit_config(
+        "[listen]\naddr = \"127.0.0.1:0\"",
+        &format!("[listen]\naddr = \"127.0.0.1:{port}\""),
+    );
+    let config = prepared.config_path.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run_cli(
+            &["serve", "--config", &config],
+            b"",
+            &[],
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "scim-proxy.toml: listen.addr: cannot listen on 127.0.0.1:{port}"
+        )) && stderr.to_lowercase().contains("in use"),
+        "{stderr}"
+    );
+    drop(busy);
+    prepared.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_demo_once_runs_the_flow_and_exits_0() {
     let tmp = tempfile::tempdir().unwrap();
