@@ -83,12 +83,16 @@ fn leaf_params(dns_names: &[&str], ips: &[IpAddr]) -> Result<CertificateParams, 
 }
 
 impl DevPki {
-    /// A fresh self-signed ECDSA P-256 CA, valid from a day ago for 30 days.
+    /// A fresh self-signed ECDSA P-256 CA, valid from a day ago for 30 days. Its name is
+    /// `common_name` plus a random suffix, so two dev PKIs (a trust store holding an old one, say)
+    /// can never be mistaken for each other.
     pub fn new(common_name: &str) -> Result<DevPki, rcgen::Error> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let unique = format!("{common_name} {}", &suffix[..8]);
+        dn.push(DnType::CommonName, unique);
         dn.push(DnType::OrganizationName, "scim-proxy dev PKI");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -269,6 +273,15 @@ mod tests {
     async fn rejects_wrong_name_foreign_ca_and_expired_leaf() {
         let pki = DevPki::new("test CA").unwrap();
         let other = DevPki::new("other CA").unwrap();
+        // Two CAs made from the same name still differ by name.
+        let again = DevPki::new("test CA").unwrap();
+        let name = |p: &DevPki| {
+            let der =
+                rustls_pki_types::CertificateDer::from_pem_slice(p.ca_pem().as_bytes()).unwrap();
+            crate::tls::cert_info(&der).unwrap().subject
+        };
+        assert_ne!(name(&pki), name(&again));
+        assert!(name(&pki).starts_with("CN=test CA "), "{}", name(&pki));
         let leaf = pki.issue(&["localhost"], &[]).unwrap();
         let client = client_config(pki.ca_pem(), &[]).unwrap();
         let foreign = client_config(other.ca_pem(), &[]).unwrap();
