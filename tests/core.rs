@@ -2375,6 +2375,41 @@ async fn cli_serve_reloads_on_sighup() {
     prepared.shutdown().await;
 }
 
+/// Certificate and key swapped: each key says what its file holds and what it wants instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_when_listen_cert_and_key_are_swapped() {
+    let mut prepared = Builder::new().prepare().await;
+    prepared.edit_config(
+        "cert = \"proxy.crt\"\nkey = \"proxy.key\"",
+        "cert = \"proxy.key\"\nkey = \"proxy.crt\"",
+    );
+    let config = prepared.config_path.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run_cli(
+            &["check", "--config", &config],
+            b"",
+            &[],
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("listen.cert: ")
+            && stderr
+                .contains("this file holds a private key; this key wants the certificate chain"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("listen.key: ")
+            && stderr.contains("this file holds a certificate; this key wants the private key"),
+        "{stderr}"
+    );
+    prepared.shutdown().await;
+}
+
 /// Plain `check` warns (exit 0) about an upstream URL that does not end in /api/v2/scim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_warns_of_an_upstream_path_other_than_api_v2_scim() {
