@@ -445,7 +445,11 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, Problems> {
         Err(e) => return Err(Problems(vec![v.toml_problem(&e)])),
     };
     for key in unknown {
-        v.problem(&key, "unknown key (misspelt, or in the wrong table?)");
+        let reason = match suggest_key(&key) {
+            Some(near) => format!("unknown key; did you mean {near}?"),
+            None => "unknown key (misspelt, or in the wrong table?)".to_string(),
+        };
+        v.problem(&key, reason);
     }
     let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let config = v.config(raw, &base_dir);
@@ -454,6 +458,77 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, Problems> {
     } else {
         Err(Problems(v.problems))
     }
+}
+
+/// The closest known key to a misspelt one (`routes[0].token_fiel` -> `token_file`), from the
+/// fields serde knows for that table, so the list never drifts from the structs.
+fn suggest_key(path: &str) -> Option<&'static str> {
+    let plain: Vec<&str> = path
+        .split('.')
+        .map(|part| part.split('[').next().unwrap_or(part))
+        .collect();
+    let (leaf, table) = plain.split_last()?;
+    let fields = match table.join(".").as_str() {
+        "" => fields_of::<RawConfig>(),
+        "listen" => fields_of::<RawListen>(),
+        "admin" => fields_of::<RawAdmin>(),
+        "limits" => fields_of::<RawLimits>(),
+        "egress" => fields_of::<RawEgress>(),
+        "reload" => fields_of::<RawReload>(),
+        "log" => fields_of::<RawLog>(),
+        "runtime" => fields_of::<RawRuntime>(),
+        "routes" => fields_of::<RawRoute>(),
+        "routes.clients" => fields_of::<RawClient>(),
+        _ => &[],
+    };
+    fields
+        .iter()
+        .map(|f| (strsim::damerau_levenshtein(leaf, f), *f))
+        .filter(|(d, f)| *d <= 2 || strsim::normalized_damerau_levenshtein(leaf, f) >= 0.5)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, f)| f)
+}
+
+/// The field names serde's derive gives a struct, read by asking it to deserialize itself from a
+/// deserializer that only records them.
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Fields(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("stop")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields = Fields(None);
+    let _ = T::deserialize(&mut fields);
+    fields.0.unwrap_or(&[])
 }
 
 struct Validator {
@@ -471,11 +546,12 @@ impl Validator {
     }
 
     fn toml_problem(&self, e: &toml::de::Error) -> Problem {
-        // toml's message already says the line, the column and the key.
+        // toml's message already says the line, the column and the key; its caret excerpt only
+        // reads right on lines of its own.
         Problem {
             file: self.file.clone(),
             key: String::new(),
-            reason: e.to_string().trim_end().replace('\n', " | "),
+            reason: e.to_string().trim_end().to_string(),
         }
     }
 
@@ -1479,8 +1555,28 @@ token_sha256 = "{HASH}"
             + "\n[egress]\nbindip = \"1.2.3.4\"\n";
         let p = problems(&text);
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].contains("listen.adress: unknown key"), "{p:?}");
-        assert!(p[1].contains("egress.bindip: unknown key"), "{p:?}");
+        assert!(
+            p[0].contains("listen.adress: unknown key (misspelt"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains("egress.bindip: unknown key; did you mean bind_ip?"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn suggestions_come_from_the_table_the_key_is_in() {
+        assert_eq!(suggest_key("routes[0].token_fiel"), Some("token_file"));
+        assert_eq!(
+            suggest_key("routes[2].clients[1].token_sha265"),
+            Some("token_sha256")
+        );
+        assert_eq!(suggest_key("listn"), Some("listen"));
+        assert_eq!(suggest_key("limits.idle_timout"), Some("idle_timeout"));
+        // Nothing near: no guess.
+        assert_eq!(suggest_key("listen.colour"), None);
+        assert!(fields_of::<RawRoute>().contains(&"token_expires"));
     }
 
     #[test]

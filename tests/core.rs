@@ -2375,6 +2375,61 @@ async fn cli_serve_reloads_on_sighup() {
     prepared.shutdown().await;
 }
 
+/// The config mistakes admins make, as the real binary reports them: a misspelt key or table gets
+/// a suggestion; a TOML syntax error keeps its line, column and caret excerpt on lines of their own.
+#[test]
+fn check_suggests_misspelt_keys_and_shows_toml_syntax_errors_readably() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    std::fs::write(
+        &path,
+        "[listn]\naddr = \"127.0.0.1:0\"\n[[routes]]\nname = \"a\"\ntoken_fiel = \"t\"\n",
+    )
+    .unwrap();
+    let out = run_cli(
+        &["check", "--config", path.to_str().unwrap()],
+        b"",
+        &[],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("listn: unknown key; did you mean listen?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes[0].token_fiel: unknown key; did you mean token_file?"),
+        "{stderr}"
+    );
+    std::fs::write(&path, "[listen]\naddr = \n").unwrap();
+    let out = run_cli(
+        &["check", "--config", path.to_str().unwrap()],
+        b"",
+        &[],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines[0].ends_with("TOML parse error at line 2, column 8"),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("2 | addr =")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim() == "|        ^" || l.ends_with('^')),
+        "{stderr}"
+    );
+}
+
 /// Certificate and key swapped: each key says what its file holds and what it wants instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_says_when_listen_cert_and_key_are_swapped() {
