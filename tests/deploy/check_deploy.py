@@ -272,6 +272,7 @@ BASE_LISTEN = '\n[listen]\naddr = "127.0.0.1:8443"\n'
 BASE_ROUTE = """
 [[routes]]
 name = "check-deploy"
+hosts = ["addon-check-deploy.goskope.example"]
 upstream = "https://check-deploy.goskope.example/api/v2/scim"
 token_file = "token"
 
