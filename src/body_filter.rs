@@ -18,7 +18,8 @@ use http_body_util::{BodyExt, Full, LengthLimitError};
 
 use crate::body::{BoxError, ProxyBody};
 use crate::body_rewrite::{
-    JsonUrlRewriter, Needles, RedactBody, RewriteBody, StreamRedact, Transform,
+    JsonRedactBody, JsonStringRedact, JsonUrlRewriter, Needles, RedactBody, RewriteBody,
+    StreamRedact, Transform,
 };
 use crate::error::{ErrorKind, ProxyError};
 use crate::rewrite::Base;
@@ -274,7 +275,7 @@ pub async fn response_body(
                 }
                 None => bytes.clone(),
             };
-            let out = StreamRedact::shared(token.clone()).run_whole(&rewritten);
+            let out = redact(&rewritten, token);
             set_length(headers, out.len());
             // The upstream's own bytes, for the traffic log (which masks the token before use).
             Ok((full(out), Some(UpstreamCopy::Whole(bytes))))
@@ -286,6 +287,7 @@ pub async fn response_body(
             headers.remove(header::CONTENT_LENGTH);
             let (body, copy) = tee(body, keep_copy);
             let rewritten = RewriteBody::new(body, upstream, client);
+            let rewritten = JsonRedactBody::json_strings(rewritten, token.clone());
             Ok((
                 RedactBody::shared(rewritten, token.clone()).boxed_unsync(),
                 copy,
@@ -293,18 +295,25 @@ pub async fn response_body(
         }
         _ => {
             // Escaped spellings of a token with `/`, `"` or `\` are longer than the mask.
-            if !token.keeps_length() {
+            // A JSON string holding the token is written back re-escaped.
+            if json || !token.keeps_length() {
                 headers.remove(header::CONTENT_LENGTH);
             }
             let (body, copy) = tee(body, keep_copy && json);
+            if json {
+                let body = JsonRedactBody::json_strings(body, token.clone());
+                return Ok((RedactBody::shared(body, token.clone()).boxed_unsync(), copy));
+            }
             Ok((RedactBody::shared(body, token.clone()).boxed_unsync(), copy))
         }
     }
 }
 
-/// `input` with every spelling of the token masked (for what the traffic log keeps).
+/// `input` with every spelling of the token masked, JSON escapes decoded (for whole bodies and
+/// what the traffic log keeps).
 pub fn redact(input: &[u8], token: &Arc<Needles>) -> Bytes {
-    StreamRedact::shared(token.clone()).run_whole(input)
+    let strings = JsonStringRedact::shared(token.clone()).run_whole(input);
+    StreamRedact::shared(token.clone()).run_whole(&strings)
 }
 
 fn full(bytes: Bytes) -> ProxyBody {
