@@ -834,3 +834,89 @@ async fn a_captured_response_body_echoing_the_v2_token_stays_out_of_the_traffic_
     );
     p.stop().await;
 }
+
+/// `token` with JSON escapes an upstream might use: `\u002d` for '-', `\u00XX` for a digit, `\/`.
+fn escaped_spellings(token: &str) -> Vec<String> {
+    let digit = token.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
+    let mut one_digit = token.to_string();
+    one_digit.replace_range(
+        digit..digit + 1,
+        &format!("\\u{:04x}", token.as_bytes()[digit]),
+    );
+    vec![
+        token.replace('-', "\\u002d"),
+        token.replace('-', "\\u002D"),
+        one_digit,
+        format!("{token}\\/x").replace('-', "\\u002d"),
+    ]
+}
+
+/// Every decoded string of a JSON document, keys included.
+fn decoded_strings(v: &serde_json::Value, into: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => into.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| decoded_strings(x, into)),
+        serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| {
+            into.push(k.clone());
+            decoded_strings(x, into);
+        }),
+        _ => {}
+    }
+}
+
+fn assert_json_has_no_token(body: &[u8], token: &str, what: &str) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "{what} is not JSON ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    let mut strings = Vec::new();
+    decoded_strings(&v, &mut strings);
+    assert!(
+        strings.iter().all(|s| !s.contains(token)),
+        "{what} holds the v2 token once decoded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_escaped_v2_token_echo_is_masked_in_the_answer_and_the_traffic_log() {
+    let mut prepared = Builder::new().prepare().await;
+    prepared.edit_config(
+        "traffic = \"traffic.log\"\n",
+        "traffic = \"traffic.log\"\ncapture_bodies = true\n",
+    );
+    let p = prepared.start().await;
+    let v2 = p.v2(0).to_string();
+    let spellings = escaped_spellings(&v2);
+    let mut requests = 0;
+    for spelling in &spellings {
+        // Small (rewritten whole) and over the whole-body limit (streamed).
+        for pad in [0usize, 300 * 1024] {
+            for status in [StatusCode::OK, StatusCode::UNAUTHORIZED] {
+                let body = format!(
+                    r#"{{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"{}","detail":"token {spelling} refused","pad":"{}"}}"#,
+                    status.as_str(),
+                    "x".repeat(pad)
+                );
+                p.upstream(0)
+                    .push_override(echo(status, "application/scim+json", body, &[]));
+                let a = p.get("/SCIM/v2/Users/u-1", OKTA).await;
+                requests += 1;
+                assert_eq!(a.status, status);
+                assert_no_secret(&a, std::slice::from_ref(&v2));
+                assert_json_has_no_token(&a.body, &v2, "the IdP's answer");
+                let answer: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+                let detail = answer["detail"].as_str().unwrap_or_default();
+                assert!(detail.starts_with("token ***"), "{detail}");
+            }
+        }
+    }
+    let log = traffic_text(&p, requests).await;
+    assert!(log.lines().count() >= requests, "{log}");
+    assert!(!log.contains(&v2), "the v2 token is in the traffic log");
+    for line in log.lines() {
+        assert_json_has_no_token(line.as_bytes(), &v2, "a traffic record");
+    }
+    p.stop().await;
+}
