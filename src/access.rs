@@ -303,6 +303,9 @@ impl Done {
             pii,
         );
         record.ts = crate::traffic_log::rfc3339_millis(exchange.arrived);
+        if let Some(route) = exchange.route_index.and_then(|i| snapshot.routes.get(i)) {
+            record.add_secret(route.token_redaction.secret());
+        }
         record.route = exchange.route.clone();
         record.client = exchange.client.clone();
         record.status = status;

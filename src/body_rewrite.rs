@@ -605,6 +605,11 @@ impl Needles {
         Needles::new(secret, &vec![b'*'; secret.len()])
     }
 
+    /// The secret as it is (for checks on decoded text).
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
     /// Whether every replacement keeps the length (no escaped spelling is longer than the mask).
     pub fn keeps_length(&self) -> bool {
         self.needles

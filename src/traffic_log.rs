@@ -72,6 +72,9 @@ pub struct TrafficRecord {
     request_body: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_body: Option<Value>,
+    /// Secrets masked in every string field when the record is written (see [`TrafficLog::write`]).
+    #[serde(skip)]
+    secrets: Vec<Vec<u8>>,
 }
 
 impl TrafficRecord {
@@ -109,7 +112,59 @@ impl TrafficRecord {
             error: None,
             request_body: None,
             response_body: None,
+            secrets: Vec::new(),
         }
+    }
+
+    /// A secret (the route's v2 token) that no string of the written line may hold, whatever its
+    /// spelling in the source (the strings here are already decoded from JSON).
+    pub fn add_secret(&mut self, secret: &[u8]) {
+        if !secret.is_empty() && !self.secrets.iter().any(|s| s == secret) {
+            self.secrets.push(secret.to_vec());
+        }
+    }
+
+    /// The record with every secret masked in every string field, paths also percent-decoded.
+    fn with_secrets_masked(&self) -> Option<TrafficRecord> {
+        let secrets = &self.secrets;
+        if secrets.is_empty() {
+            return None;
+        }
+        let mut rec = self.clone();
+        let mask = |s: &mut String| mask_secrets_in(s, secrets);
+        let mask_path = |s: &mut String| {
+            mask(s);
+            let decoded = percent_encoding::percent_decode_str(s).decode_utf8_lossy();
+            if holds_secret(&decoded, secrets) {
+                let mut d = decoded.into_owned();
+                mask(&mut d);
+                *s = d;
+            }
+        };
+        mask_path(&mut rec.path);
+        if let Some(p) = rec.upstream_path.as_mut() {
+            mask_path(p);
+        }
+        for field in [
+            &mut rec.route,
+            &mut rec.client,
+            &mut rec.resource_id,
+            &mut rec.subject,
+            &mut rec.detail,
+            &mut rec.scim_type,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            mask(field);
+        }
+        for body in [&mut rec.request_body, &mut rec.response_body]
+            .into_iter()
+            .flatten()
+        {
+            mask_value(body, secrets);
+        }
+        Some(rec)
     }
 
     pub fn path(&self) -> &str {
@@ -159,6 +214,45 @@ impl TrafficRecord {
     pub fn set_response_body(&mut self, mut body: Value, pii: &PiiPolicy) {
         mask_body(&mut body, pii);
         self.response_body = Some(body);
+    }
+}
+
+fn holds_secret(s: &str, secrets: &[Vec<u8>]) -> bool {
+    secrets
+        .iter()
+        .any(|t| memchr::memmem::find(s.as_bytes(), t).is_some())
+}
+
+/// Replaces each secret in `s` with as many `*`.
+fn mask_secrets_in(s: &mut String, secrets: &[Vec<u8>]) {
+    if !holds_secret(s, secrets) {
+        return;
+    }
+    let mut bytes = std::mem::take(s).into_bytes();
+    for t in secrets {
+        while let Some(k) = memchr::memmem::find(&bytes, t) {
+            bytes[k..k + t.len()].fill(b'*');
+        }
+    }
+    // Only whole UTF-8 sequences of a secret were replaced by ASCII.
+    *s = String::from_utf8_lossy(&bytes).into_owned();
+}
+
+fn mask_value(v: &mut Value, secrets: &[Vec<u8>]) {
+    match v {
+        Value::String(s) => mask_secrets_in(s, secrets),
+        Value::Array(a) => a.iter_mut().for_each(|x| mask_value(x, secrets)),
+        Value::Object(m) => {
+            if m.keys().any(|k| holds_secret(k, secrets)) {
+                let entries = std::mem::take(m);
+                for (mut k, x) in entries {
+                    mask_secrets_in(&mut k, secrets);
+                    m.insert(k, x);
+                }
+            }
+            m.values_mut().for_each(|x| mask_value(x, secrets));
+        }
+        _ => {}
     }
 }
 
@@ -688,7 +782,9 @@ impl TrafficLog {
 
     /// Queues one record as one line; never waits for the sink. A full queue drops the record.
     pub fn write(&self, record: &TrafficRecord) {
-        let mut line = match serde_json::to_vec(record) {
+        // The one place a record becomes a line: no string in it may hold a secret.
+        let masked = record.with_secrets_masked();
+        let mut line = match serde_json::to_vec(masked.as_ref().unwrap_or(record)) {
             Ok(line) => line,
             Err(e) => return self.state.failed(&e.to_string()),
         };
@@ -1286,6 +1382,41 @@ mod tests {
             assert_eq!(v["op"], "user.create");
         }
         assert_eq!(log.write_errors(), 0);
+    }
+
+    #[test]
+    fn every_string_field_is_checked_against_the_secret_when_written() {
+        const T: &str = "v2-SECRET-tok-42";
+        let pii = plain();
+        let mut rec = TrafficRecord::new(
+            "r-1",
+            IpAddr::from([127, 0, 0, 1]),
+            &http::Method::GET,
+            "/SCIM/v2/Users/v2%2DSECRET-tok-42?x=1",
+            &pii,
+        );
+        rec.set_upstream_path(&format!("/api/v2/scim/Users?q={T}"), &pii);
+        rec.detail = Some(format!("bad {T}"));
+        rec.subject = Some(T.into());
+        rec.scim_type = Some(T.into());
+        rec.resource_id = Some(T.into());
+        rec.set_response_body(json!({ "note": [format!("x{T}x")], T: 1 }), &pii);
+        rec.add_secret(T.as_bytes());
+        let buf = Shared::default();
+        let log = TrafficLog::writer(buf.clone()).unwrap();
+        write_now(&log, &rec);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains(T), "{text}");
+        assert!(!text.contains("tok-42"), "{text}");
+        let v: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["detail"], format!("bad {}", "*".repeat(T.len())));
+        assert!(
+            v["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("/SCIM/v2/Users/***")
+        );
     }
 
     #[test]
