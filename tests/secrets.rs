@@ -920,3 +920,89 @@ async fn a_json_escaped_v2_token_echo_is_masked_in_the_answer_and_the_traffic_lo
     }
     p.stop().await;
 }
+
+fn compressed(coding: &str, plain: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(plain).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(plain).unwrap();
+            e.finish().unwrap()
+        }
+        _ => {
+            let mut out = Vec::new();
+            let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            e.write_all(plain).unwrap();
+            drop(e);
+            out
+        }
+    }
+}
+
+fn encoded_override(status: StatusCode, coding: &str, body: Vec<u8>) -> Override {
+    Override {
+        status,
+        headers: vec![
+            ("content-type".into(), "application/scim+json".into()),
+            ("content-encoding".into(), coding.into()),
+        ],
+        body: Bytes::from(body),
+        delay: Duration::ZERO,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_answer_is_decoded_redacted_and_sent_uncompressed_and_an_unknown_coding_is_502()
+ {
+    let mut prepared = Builder::new().prepare().await;
+    prepared.edit_config(
+        "traffic = \"traffic.log\"\n",
+        "traffic = \"traffic.log\"\ncapture_bodies = true\n",
+    );
+    let p = prepared.start().await;
+    let v2 = p.v2(0).to_string();
+    let escaped = v2.replace('-', "\\u002d");
+    let mut requests = 0;
+    for coding in ["gzip", "deflate", "br"] {
+        let plain = format!(
+            r#"{{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"401","detail":"token {v2} / {escaped} refused"}}"#
+        );
+        p.upstream(0).push_override(encoded_override(
+            StatusCode::UNAUTHORIZED,
+            coding,
+            compressed(coding, plain.as_bytes()),
+        ));
+        let a = p.get("/SCIM/v2/Users/u-1", OKTA).await;
+        requests += 1;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{coding}");
+        assert!(a.headers.get("content-encoding").is_none(), "{coding}");
+        assert_no_secret(&a, std::slice::from_ref(&v2));
+        assert_json_has_no_token(&a.body, &v2, coding);
+        let answer: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert!(answer["detail"].as_str().unwrap().starts_with("token ***"));
+    }
+    // An encoding the proxy cannot read, and a decompression bomb: 502, nothing passed down.
+    let bomb = compressed("gzip", &vec![b' '; 65 << 20]);
+    for (coding, body) in [
+        ("zstd", b"\x28\xb5\x2f\xfd garbage".to_vec()),
+        ("gzip", bomb),
+    ] {
+        p.upstream(0)
+            .push_override(encoded_override(StatusCode::OK, coding, body));
+        let a = p.get("/SCIM/v2/Users/u-1", OKTA).await;
+        requests += 1;
+        p.assert_error(&a, 502, &[]);
+        assert!(a.headers.get("content-encoding").is_none(), "{coding}");
+    }
+    let log = traffic_text(&p, requests).await;
+    assert!(!log.contains(&v2), "the v2 token is in the traffic log");
+    for line in log.lines() {
+        assert_json_has_no_token(line.as_bytes(), &v2, "a traffic record");
+    }
+    p.stop().await;
+}
