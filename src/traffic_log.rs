@@ -290,29 +290,47 @@ pub fn loggable_path(path_and_query: &str, pii: &PiiPolicy) -> String {
 
 /// Rebuilds `path?query`, replacing the raw value of each `name=value` pair for which `f` returns `Some`.
 fn map_query(path_and_query: &str, f: impl Fn(&str, &str) -> Option<String>) -> String {
-    let Some((path, query)) = path_and_query.split_once('?') else {
-        return path_and_query.to_owned();
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
     };
     let mut out = String::with_capacity(path_and_query.len());
-    out.push_str(path);
-    out.push('?');
-    for (i, pair) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
+    // `;` parameters of the path (`/Users;access_token=x`); the first piece is the path itself.
+    for (i, piece) in path.split_inclusive(';').enumerate() {
+        if i == 0 {
+            out.push_str(piece);
+        } else {
+            map_param(piece, &f, &mut out);
         }
-        match pair.split_once('=') {
-            Some((name, value)) => match f(name, value) {
-                Some(new) => {
-                    out.push_str(name);
-                    out.push('=');
-                    out.push_str(&new);
-                }
-                None => out.push_str(pair),
-            },
-            None => out.push_str(pair),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        // A second `?` or a `;` separates parameters too for some servers: each is judged.
+        for piece in query.split_inclusive(['&', ';', '?']) {
+            map_param(piece, &f, &mut out);
         }
     }
     out
+}
+
+/// One `name=value` piece (with its trailing separator, if any) through `f`.
+fn map_param(piece: &str, f: &impl Fn(&str, &str) -> Option<String>, out: &mut String) {
+    let (pair, sep) = match piece.char_indices().last() {
+        Some((k, '&' | ';' | '?')) => piece.split_at(k),
+        _ => (piece, ""),
+    };
+    match pair
+        .split_once('=')
+        .and_then(|(name, value)| Some((name, f(name, value)?)))
+    {
+        Some((name, new)) => {
+            out.push_str(name);
+            out.push('=');
+            out.push_str(&new);
+        }
+        None => out.push_str(pair),
+    }
+    out.push_str(sep);
 }
 
 /// Credential-looking parameter names: the usual exact names, and anything naming a token, secret,
@@ -1382,6 +1400,24 @@ mod tests {
             assert_eq!(v["op"], "user.create");
         }
         assert_eq!(log.write_errors(), 0);
+    }
+
+    #[test]
+    fn credentials_after_a_second_question_mark_or_a_semicolon_are_masked() {
+        for target in [
+            "/SCIM/v2/Users?a=1?access_token=qs-SECRET",
+            "/SCIM/v2/Users?a=1;token=qs-SECRET",
+            "/SCIM/v2/Users;access_token=qs-SECRET?a=1",
+            "/SCIM/v2/Users;x=1;token=qs-SECRET",
+        ] {
+            let masked = mask_query_credentials(target);
+            assert!(!masked.contains("qs-SECRET"), "{target} -> {masked}");
+            assert!(masked.starts_with("/SCIM/v2/Users"), "{masked}");
+        }
+        assert_eq!(
+            mask_query_credentials("/SCIM/v2/Users?a=1&b=2;c=3"),
+            "/SCIM/v2/Users?a=1&b=2;c=3"
+        );
     }
 
     #[test]
