@@ -75,6 +75,9 @@ pub struct TrafficRecord {
     /// Secrets masked in every string field when the record is written (see [`TrafficLog::write`]).
     #[serde(skip)]
     secrets: Vec<Vec<u8>>,
+    /// SHA-256 of the IdP tokens: a path or query piece hashing to one is masked when written.
+    #[serde(skip)]
+    token_hashes: Vec<[u8; 32]>,
 }
 
 impl TrafficRecord {
@@ -113,7 +116,13 @@ impl TrafficRecord {
             request_body: None,
             response_body: None,
             secrets: Vec::new(),
+            token_hashes: Vec::new(),
         }
+    }
+
+    /// IdP tokens, known only by their hash, that no path piece of the written line may be.
+    pub fn add_token_hashes(&mut self, hashes: impl IntoIterator<Item = [u8; 32]>) {
+        self.token_hashes.extend(hashes);
     }
 
     /// A secret (the route's v2 token) that no string of the written line may hold, whatever its
@@ -127,13 +136,14 @@ impl TrafficRecord {
     /// The record with every secret masked in every string field, paths also percent-decoded.
     fn with_secrets_masked(&self) -> Option<TrafficRecord> {
         let secrets = &self.secrets;
-        if secrets.is_empty() {
+        if secrets.is_empty() && self.token_hashes.is_empty() {
             return None;
         }
         let mut rec = self.clone();
         let mask = |s: &mut String| mask_secrets_in(s, secrets);
         let mask_path = |s: &mut String| {
             mask(s);
+            mask_hashed_pieces(s, &self.token_hashes);
             let decoded = percent_encoding::percent_decode_str(s).decode_utf8_lossy();
             if holds_secret(&decoded, secrets) {
                 let mut d = decoded.into_owned();
@@ -214,6 +224,33 @@ impl TrafficRecord {
     pub fn set_response_body(&mut self, mut body: Value, pii: &PiiPolicy) {
         mask_body(&mut body, pii);
         self.response_body = Some(body);
+    }
+}
+
+/// Masks each piece of a path and query (between `/ ? & ; =`) whose percent-decoded bytes hash
+/// to one of `hashes`: an IdP token put in a path segment or a query value.
+fn mask_hashed_pieces(s: &mut String, hashes: &[[u8; 32]]) {
+    if hashes.is_empty() {
+        return;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut changed = false;
+    for piece in s.split_inclusive(['/', '?', '&', ';', '=']) {
+        let (body, sep) = match piece.char_indices().last() {
+            Some((k, '/' | '?' | '&' | ';' | '=')) => piece.split_at(k),
+            _ => (piece, ""),
+        };
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(body).collect();
+        if !decoded.is_empty() && hashes.contains(&crate::auth::token_sha256(&decoded)) {
+            out.push_str(MASK);
+            changed = true;
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(sep);
+    }
+    if changed {
+        *s = out;
     }
 }
 
@@ -1400,6 +1437,28 @@ mod tests {
             assert_eq!(v["op"], "user.create");
         }
         assert_eq!(log.write_errors(), 0);
+    }
+
+    #[test]
+    fn a_path_piece_hashing_to_an_idp_token_is_masked_when_written() {
+        const IDP: &str = "idp-SECRET-okta-1b2c";
+        let pii = plain();
+        let mut rec = TrafficRecord::new(
+            "r-1",
+            IpAddr::from([127, 0, 0, 1]),
+            &http::Method::GET,
+            &format!("/SCIM/v2/Users/{IDP}?x=idp%2DSECRET-okta-1b2c&y=2"),
+            &pii,
+        );
+        rec.set_upstream_path(&format!("/api/v2/scim/Users;{IDP}"), &pii);
+        rec.add_token_hashes([crate::auth::token_sha256(IDP.as_bytes())]);
+        let buf = Shared::default();
+        let log = TrafficLog::writer(buf.clone()).unwrap();
+        write_now(&log, &rec);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("okta-1b2c"), "{text}");
+        let v: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["path"], "/SCIM/v2/Users/***?x=***&y=2");
     }
 
     #[test]
