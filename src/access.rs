@@ -303,6 +303,17 @@ impl Done {
             pii,
         );
         record.ts = crate::traffic_log::rfc3339_millis(exchange.arrived);
+        if let Some(route) = exchange.route_index.and_then(|i| snapshot.routes.get(i)) {
+            record.add_secret(route.token_redaction.secret());
+        }
+        record.add_token_hashes(
+            snapshot
+                .config
+                .routes
+                .iter()
+                .flat_map(|r| &r.clients)
+                .flat_map(|c| c.token_sha256.iter().copied()),
+        );
         record.route = exchange.route.clone();
         record.client = exchange.client.clone();
         record.status = status;

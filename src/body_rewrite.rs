@@ -557,6 +557,8 @@ pub struct Needles {
     replacement: Vec<u8>,
     /// A prepared substring search when there is exactly one spelling.
     single: Option<memchr::memmem::Finder<'static>>,
+    /// The secret itself, as JSON strings decode to it.
+    secret: Vec<u8>,
 }
 
 impl Needles {
@@ -588,6 +590,7 @@ impl Needles {
             _ => None,
         };
         Needles {
+            secret: needle.to_vec(),
             single,
             max_len: needles.iter().map(Vec::len).max().unwrap_or(0),
             needles,
@@ -600,6 +603,11 @@ impl Needles {
     /// The token masked with as many `*`.
     pub fn masking(secret: &[u8]) -> Self {
         Needles::new(secret, &vec![b'*'; secret.len()])
+    }
+
+    /// The secret as it is (for checks on decoded text).
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
     }
 
     /// Whether every replacement keeps the length (no escaped spelling is longer than the mask).
@@ -774,6 +782,247 @@ impl StreamRedact {
     }
 }
 
+/// Longest JSON string held back to be judged decoded; a longer one is judged in pieces.
+const HOLD_LIMIT: usize = 64 * 1024;
+
+/// Masks the secret inside JSON strings whatever their escapes (`\u002d`, `\/`, ...): a string
+/// with a backslash is decoded and, when it holds the secret, written back re-escaped with the
+/// secret masked. Strings without a backslash cost one scan and pass unchanged (the raw spelling
+/// is [`StreamRedact`]'s, which runs after this). A string open at a chunk end is held until its
+/// closing quote, up to [`HOLD_LIMIT`]; beyond that it is judged in pieces, and a piece ending
+/// in a prefix of the secret has that prefix masked too (conservative).
+#[derive(Debug, Clone)]
+pub struct JsonStringRedact {
+    needles: Arc<Needles>,
+    /// Raw content of the open string held since its quote (or since the last piece).
+    held: Vec<u8>,
+    holding: bool,
+    /// The next input byte is escaped (a backslash ended the last chunk).
+    escaped: bool,
+}
+
+impl JsonStringRedact {
+    pub fn shared(needles: Arc<Needles>) -> Self {
+        JsonStringRedact {
+            needles,
+            held: Vec::new(),
+            holding: false,
+            escaped: false,
+        }
+    }
+
+    pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        if self.needles.secret.is_empty() {
+            out.extend_from_slice(input);
+            return;
+        }
+        let mut i = 0;
+        if self.holding {
+            let (end, _, escaped) = string_end(input, self.escaped);
+            match end {
+                Some(e) => {
+                    self.held.extend_from_slice(&input[..e]);
+                    self.emit_held(out, false);
+                    self.holding = false;
+                    out.extend_from_slice(b"\"");
+                    i = e + 1;
+                }
+                None => {
+                    self.held.extend_from_slice(input);
+                    self.escaped = escaped;
+                    if self.held.len() > HOLD_LIMIT {
+                        self.emit_held(out, true);
+                    }
+                    return;
+                }
+            }
+        }
+        let mut copied = i;
+        while let Some(k) = memchr::memchr(b'"', &input[i..]) {
+            let s = i + k + 1;
+            let (end, backslash, escaped) = string_end(&input[s..], false);
+            match end {
+                Some(e) => {
+                    let end = s + e;
+                    if backslash {
+                        let (decoded, _) = decode_json_string(&input[s..end], false);
+                        let (masked, changed) = mask_secret(&decoded, &self.needles, false);
+                        if changed {
+                            out.extend_from_slice(&input[copied..s]);
+                            out.extend_from_slice(&json_escape(&masked, false));
+                            copied = end;
+                        }
+                    }
+                    i = end + 1;
+                }
+                None => {
+                    out.extend_from_slice(&input[copied..s]);
+                    self.held.clear();
+                    self.held.extend_from_slice(&input[s..]);
+                    self.holding = true;
+                    self.escaped = escaped;
+                    if self.held.len() > HOLD_LIMIT {
+                        self.emit_held(out, true);
+                    }
+                    return;
+                }
+            }
+        }
+        out.extend_from_slice(&input[copied..]);
+    }
+
+    /// Ends the body: an unterminated string is judged as it is. Resets for reuse.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        if self.holding {
+            self.emit_held(out, false);
+        }
+        self.holding = false;
+        self.escaped = false;
+        self.held.clear();
+    }
+
+    /// Writes what is held (all of it, or with `piece` up to an incomplete escape at its end).
+    fn emit_held(&mut self, out: &mut BytesMut, piece: bool) {
+        let held = std::mem::take(&mut self.held);
+        let (decoded, used) = decode_json_string(&held, piece);
+        let (masked, changed) = mask_secret(&decoded, &self.needles, piece);
+        if changed {
+            out.extend_from_slice(&json_escape(&masked, false));
+        } else {
+            out.extend_from_slice(&held[..used]);
+        }
+        self.held = held;
+        self.held.drain(..used);
+    }
+
+    fn is_idle(&self) -> bool {
+        !self.holding
+    }
+}
+
+/// Where the string whose content starts `raw` ends (its closing quote), whether it has a
+/// backslash before that, and (when it does not end) whether the next byte would be escaped.
+fn string_end(raw: &[u8], mut escaped: bool) -> (Option<usize>, bool, bool) {
+    let mut i = 0;
+    let mut backslash = escaped;
+    if escaped {
+        if raw.is_empty() {
+            return (None, true, true);
+        }
+        i = 1;
+        escaped = false;
+    }
+    while let Some(k) = find2(&raw[i..], b'"', b'\\') {
+        i += k;
+        if raw[i] == b'"' {
+            return (Some(i), backslash, false);
+        }
+        backslash = true;
+        if i + 1 >= raw.len() {
+            escaped = true;
+            break;
+        }
+        i += 2;
+    }
+    (None, backslash, escaped)
+}
+
+/// Leniently decodes JSON string content: invalid escapes stay as written, lone surrogates become
+/// U+FFFD. With `piece`, stops before an escape that may be cut off at the end. Returns the decoded
+/// bytes and how many raw bytes they came from.
+fn decode_json_string(raw: &[u8], piece: bool) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(k) = memchr::memchr(b'\\', &raw[i..]) {
+        let b = i + k;
+        out.extend_from_slice(&raw[i..b]);
+        let hex4 = |at: usize| -> Option<u32> {
+            let h = raw.get(at..at + 4)?;
+            h.iter()
+                .try_fold(0u32, |v, &c| Some((v << 4) | hex_val(c)?))
+        };
+        let Some(&e) = raw.get(b + 1) else {
+            if piece {
+                return (out, b);
+            }
+            out.push(b'\\');
+            return (out, raw.len());
+        };
+        if let Some(d) = simple_escape(e) {
+            out.push(d);
+            i = b + 2;
+            continue;
+        }
+        if e != b'u' {
+            out.extend_from_slice(&raw[b..b + 2]);
+            i = b + 2;
+            continue;
+        }
+        if piece && raw.len() < b + 12 {
+            return (out, b);
+        }
+        let Some(cp) = hex4(b + 2) else {
+            out.extend_from_slice(&raw[b..b + 2]);
+            i = b + 2;
+            continue;
+        };
+        i = b + 6;
+        let ch = match cp {
+            0xD800..=0xDBFF => {
+                let low = (raw.get(b + 6..b + 8) == Some(b"\\u"))
+                    .then(|| hex4(b + 8))
+                    .flatten()
+                    .filter(|l| (0xDC00..=0xDFFF).contains(l));
+                match low {
+                    Some(l) => {
+                        i = b + 12;
+                        char::from_u32(0x10000 + ((cp - 0xD800) << 10) + (l - 0xDC00))
+                    }
+                    None => None,
+                }
+            }
+            _ => char::from_u32(cp),
+        };
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.unwrap_or('\u{FFFD}').encode_utf8(&mut buf).as_bytes());
+    }
+    out.extend_from_slice(&raw[i..]);
+    (out, raw.len())
+}
+
+/// `decoded` with every occurrence of the secret replaced by the mask (and with `piece`, a tail
+/// that may continue into the secret), and whether anything was replaced.
+fn mask_secret(decoded: &[u8], needles: &Needles, piece: bool) -> (Vec<u8>, bool) {
+    let secret = &needles.secret;
+    let mut out = Vec::with_capacity(decoded.len());
+    let mut changed = false;
+    let mut run = 0;
+    for k in memchr::memmem::find_iter(decoded, secret) {
+        if k < run {
+            continue;
+        }
+        out.extend_from_slice(&decoded[run..k]);
+        out.extend_from_slice(&needles.replacement);
+        run = k + secret.len();
+        changed = true;
+    }
+    let rest = &decoded[run..];
+    let tail = if piece {
+        (1..secret.len().min(rest.len() + 1))
+            .rev()
+            .find(|&n| secret.starts_with(&rest[rest.len() - n..]))
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    out.extend_from_slice(&rest[..rest.len() - tail]);
+    if tail > 0 {
+        out.extend(std::iter::repeat_n(b'*', tail));
+        changed = true;
+    }
+    (out, changed)
+}
+
 /// The streaming byte transformers: driven frame by frame by [`Transformed`], or over one
 /// whole buffer by [`Transform::run_whole`].
 pub trait Transform {
@@ -799,6 +1048,18 @@ impl Transform for JsonUrlRewriter {
     }
     fn is_idle(&self) -> bool {
         JsonUrlRewriter::is_idle(self)
+    }
+}
+
+impl Transform for JsonStringRedact {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        JsonStringRedact::feed(self, input, out);
+    }
+    fn finish(&mut self, out: &mut BytesMut) {
+        JsonStringRedact::finish(self, out);
+    }
+    fn is_idle(&self) -> bool {
+        JsonStringRedact::is_idle(self)
     }
 }
 
@@ -937,6 +1198,19 @@ where
 {
     pub fn shared(inner: B, needles: Arc<Needles>) -> Self {
         Transformed::with(inner, StreamRedact::shared(needles))
+    }
+}
+
+/// A JSON body with the secret masked in its strings, whatever their escapes (see [`JsonStringRedact`]).
+pub type JsonRedactBody<B> = Transformed<B, JsonStringRedact>;
+
+impl<B> Transformed<B, JsonStringRedact>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    pub fn json_strings(inner: B, needles: Arc<Needles>) -> Self {
+        Transformed::with(inner, JsonStringRedact::shared(needles))
     }
 }
 
@@ -1346,6 +1620,75 @@ mod tests {
         let empty = RewriteBody::new(Frames(VecDeque::new()), &up(), &client());
         assert!(!empty.is_end_stream());
         assert!(empty.collect().await.unwrap().to_bytes().is_empty());
+    }
+
+    fn json_redact_chunked(input: &[u8], secret: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut r = JsonStringRedact::shared(Arc::new(Needles::masking(secret)));
+        let mut out = BytesMut::new();
+        let mut prev = 0;
+        for c in cuts {
+            r.feed(&input[prev..c], &mut out);
+            prev = c;
+        }
+        r.feed(&input[prev..], &mut out);
+        r.finish(&mut out);
+        out.to_vec()
+    }
+
+    /// The decoded strings of a JSON document, keys included.
+    fn all_strings(v: &serde_json::Value, into: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => into.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| all_strings(x, into)),
+            serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| {
+                into.push(k.clone());
+                all_strings(x, into);
+            }),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn escaped_token_spellings_are_masked_in_any_chunking() {
+        let secret = b"V2TOKEN-SECRET/9x";
+        let spellings = [
+            r"V2TOKEN\u002dSECRET\/9x",
+            r"V2TOKEN-SECRET/\u0039x",
+            r"\u0056\u0032TOKEN-SECRET\/9x",
+            r"V2TOKEN\u002DSECRET/9\u0078",
+        ];
+        for sp in spellings {
+            let doc = format!(r#"{{"detail":"bad token pre{sp}post","keep":"a\u00e9b","n":1}}"#);
+            for cuts in [vec![], vec![3, 17], (0..doc.len()).collect::<Vec<_>>()] {
+                let got = json_redact_chunked(doc.as_bytes(), secret, &cuts);
+                let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
+                let mut strings = Vec::new();
+                all_strings(&v, &mut strings);
+                assert!(
+                    strings.iter().all(|s| !s.contains("V2TOKEN-SECRET/9x")),
+                    "{sp}"
+                );
+                assert_eq!(v["detail"], format!("bad token pre{}post", "*".repeat(17)));
+                // A string without the token keeps its spelling.
+                assert!(got.windows(8).any(|w| w == br"a\u00e9b"));
+            }
+        }
+    }
+
+    #[test]
+    fn plain_json_passes_unchanged_and_long_strings_are_judged_in_pieces() {
+        let secret = b"tok-123";
+        let plain = br#"{"a":"b","c":["d\"e",1]}"#;
+        assert_eq!(json_redact_chunked(plain, secret, &[5]), plain.to_vec());
+        // A string longer than the hold limit, with the token escaped right across a piece edge.
+        let pad = "x".repeat(HOLD_LIMIT);
+        let doc = format!(r#"{{"p":"{pad}tok\u002d123{pad}"}}"#);
+        let cut = doc.find("tok").unwrap() + 2;
+        let got = json_redact_chunked(doc.as_bytes(), secret, &[cut, cut + 4]);
+        let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
+        assert!(!v["p"].as_str().unwrap().contains("tok-123"));
     }
 
     // ---- property tests ----

@@ -285,13 +285,11 @@ where
         .then_some(client_base.as_ref())
         .flatten()
         .map(|client| (client, &runtime.base));
-    if body_urls.is_some() {
-        // Compressed bodies cannot be rewritten: ask the upstream for plain ones.
-        parts.headers.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
-    }
+    // Every answer is read for token redaction (and rewriting): ask the upstream for plain ones.
+    parts.headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     // A bodiless idempotent request can be sent again if the connection breaks before an answer.
     let replay = (is_replayable(&method) && body.is_end_stream())
         .then(|| (method.clone(), parts.uri.clone(), parts.headers.clone()));

@@ -72,6 +72,12 @@ pub struct TrafficRecord {
     request_body: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_body: Option<Value>,
+    /// Secrets masked in every string field when the record is written (see [`TrafficLog::write`]).
+    #[serde(skip)]
+    secrets: Vec<Vec<u8>>,
+    /// SHA-256 of the IdP tokens: a path or query piece hashing to one is masked when written.
+    #[serde(skip)]
+    token_hashes: Vec<[u8; 32]>,
 }
 
 impl TrafficRecord {
@@ -109,7 +115,66 @@ impl TrafficRecord {
             error: None,
             request_body: None,
             response_body: None,
+            secrets: Vec::new(),
+            token_hashes: Vec::new(),
         }
+    }
+
+    /// IdP tokens, known only by their hash, that no path piece of the written line may be.
+    pub fn add_token_hashes(&mut self, hashes: impl IntoIterator<Item = [u8; 32]>) {
+        self.token_hashes.extend(hashes);
+    }
+
+    /// A secret (the route's v2 token) that no string of the written line may hold, whatever its
+    /// spelling in the source (the strings here are already decoded from JSON).
+    pub fn add_secret(&mut self, secret: &[u8]) {
+        if !secret.is_empty() && !self.secrets.iter().any(|s| s == secret) {
+            self.secrets.push(secret.to_vec());
+        }
+    }
+
+    /// The record with every secret masked in every string field, paths also percent-decoded.
+    fn with_secrets_masked(&self) -> Option<TrafficRecord> {
+        let secrets = &self.secrets;
+        if secrets.is_empty() && self.token_hashes.is_empty() {
+            return None;
+        }
+        let mut rec = self.clone();
+        let mask = |s: &mut String| mask_secrets_in(s, secrets);
+        let mask_path = |s: &mut String| {
+            mask(s);
+            mask_hashed_pieces(s, &self.token_hashes);
+            let decoded = percent_encoding::percent_decode_str(s).decode_utf8_lossy();
+            if holds_secret(&decoded, secrets) {
+                let mut d = decoded.into_owned();
+                mask(&mut d);
+                *s = d;
+            }
+        };
+        mask_path(&mut rec.path);
+        if let Some(p) = rec.upstream_path.as_mut() {
+            mask_path(p);
+        }
+        for field in [
+            &mut rec.route,
+            &mut rec.client,
+            &mut rec.resource_id,
+            &mut rec.subject,
+            &mut rec.detail,
+            &mut rec.scim_type,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            mask(field);
+        }
+        for body in [&mut rec.request_body, &mut rec.response_body]
+            .into_iter()
+            .flatten()
+        {
+            mask_value(body, secrets);
+        }
+        Some(rec)
     }
 
     pub fn path(&self) -> &str {
@@ -162,6 +227,72 @@ impl TrafficRecord {
     }
 }
 
+/// Masks each piece of a path and query (between `/ ? & ; =`) whose percent-decoded bytes hash
+/// to one of `hashes`: an IdP token put in a path segment or a query value.
+fn mask_hashed_pieces(s: &mut String, hashes: &[[u8; 32]]) {
+    if hashes.is_empty() {
+        return;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut changed = false;
+    for piece in s.split_inclusive(['/', '?', '&', ';', '=']) {
+        let (body, sep) = match piece.char_indices().last() {
+            Some((k, '/' | '?' | '&' | ';' | '=')) => piece.split_at(k),
+            _ => (piece, ""),
+        };
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(body).collect();
+        if !decoded.is_empty() && hashes.contains(&crate::auth::token_sha256(&decoded)) {
+            out.push_str(MASK);
+            changed = true;
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(sep);
+    }
+    if changed {
+        *s = out;
+    }
+}
+
+fn holds_secret(s: &str, secrets: &[Vec<u8>]) -> bool {
+    secrets
+        .iter()
+        .any(|t| memchr::memmem::find(s.as_bytes(), t).is_some())
+}
+
+/// Replaces each secret in `s` with as many `*`.
+fn mask_secrets_in(s: &mut String, secrets: &[Vec<u8>]) {
+    if !holds_secret(s, secrets) {
+        return;
+    }
+    let mut bytes = std::mem::take(s).into_bytes();
+    for t in secrets {
+        while let Some(k) = memchr::memmem::find(&bytes, t) {
+            bytes[k..k + t.len()].fill(b'*');
+        }
+    }
+    // Only whole UTF-8 sequences of a secret were replaced by ASCII.
+    *s = String::from_utf8_lossy(&bytes).into_owned();
+}
+
+fn mask_value(v: &mut Value, secrets: &[Vec<u8>]) {
+    match v {
+        Value::String(s) => mask_secrets_in(s, secrets),
+        Value::Array(a) => a.iter_mut().for_each(|x| mask_value(x, secrets)),
+        Value::Object(m) => {
+            if m.keys().any(|k| holds_secret(k, secrets)) {
+                let entries = std::mem::take(m);
+                for (mut k, x) in entries {
+                    mask_secrets_in(&mut k, secrets);
+                    m.insert(k, x);
+                }
+            }
+            m.values_mut().for_each(|x| mask_value(x, secrets));
+        }
+        _ => {}
+    }
+}
+
 /// RFC 3339 UTC with milliseconds, e.g. `2025-03-01T09:00:00.123Z`.
 pub fn rfc3339_millis(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -196,29 +327,47 @@ pub fn loggable_path(path_and_query: &str, pii: &PiiPolicy) -> String {
 
 /// Rebuilds `path?query`, replacing the raw value of each `name=value` pair for which `f` returns `Some`.
 fn map_query(path_and_query: &str, f: impl Fn(&str, &str) -> Option<String>) -> String {
-    let Some((path, query)) = path_and_query.split_once('?') else {
-        return path_and_query.to_owned();
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
     };
     let mut out = String::with_capacity(path_and_query.len());
-    out.push_str(path);
-    out.push('?');
-    for (i, pair) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
+    // `;` parameters of the path (`/Users;access_token=x`); the first piece is the path itself.
+    for (i, piece) in path.split_inclusive(';').enumerate() {
+        if i == 0 {
+            out.push_str(piece);
+        } else {
+            map_param(piece, &f, &mut out);
         }
-        match pair.split_once('=') {
-            Some((name, value)) => match f(name, value) {
-                Some(new) => {
-                    out.push_str(name);
-                    out.push('=');
-                    out.push_str(&new);
-                }
-                None => out.push_str(pair),
-            },
-            None => out.push_str(pair),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        // A second `?` or a `;` separates parameters too for some servers: each is judged.
+        for piece in query.split_inclusive(['&', ';', '?']) {
+            map_param(piece, &f, &mut out);
         }
     }
     out
+}
+
+/// One `name=value` piece (with its trailing separator, if any) through `f`.
+fn map_param(piece: &str, f: &impl Fn(&str, &str) -> Option<String>, out: &mut String) {
+    let (pair, sep) = match piece.char_indices().last() {
+        Some((k, '&' | ';' | '?')) => piece.split_at(k),
+        _ => (piece, ""),
+    };
+    match pair
+        .split_once('=')
+        .and_then(|(name, value)| Some((name, f(name, value)?)))
+    {
+        Some((name, new)) => {
+            out.push_str(name);
+            out.push('=');
+            out.push_str(&new);
+        }
+        None => out.push_str(pair),
+    }
+    out.push_str(sep);
 }
 
 /// Credential-looking parameter names: the usual exact names, and anything naming a token, secret,
@@ -688,7 +837,9 @@ impl TrafficLog {
 
     /// Queues one record as one line; never waits for the sink. A full queue drops the record.
     pub fn write(&self, record: &TrafficRecord) {
-        let mut line = match serde_json::to_vec(record) {
+        // The one place a record becomes a line: no string in it may hold a secret.
+        let masked = record.with_secrets_masked();
+        let mut line = match serde_json::to_vec(masked.as_ref().unwrap_or(record)) {
             Ok(line) => line,
             Err(e) => return self.state.failed(&e.to_string()),
         };
@@ -1286,6 +1437,81 @@ mod tests {
             assert_eq!(v["op"], "user.create");
         }
         assert_eq!(log.write_errors(), 0);
+    }
+
+    #[test]
+    fn a_path_piece_hashing_to_an_idp_token_is_masked_when_written() {
+        const IDP: &str = "idp-SECRET-okta-1b2c";
+        let pii = plain();
+        let mut rec = TrafficRecord::new(
+            "r-1",
+            IpAddr::from([127, 0, 0, 1]),
+            &http::Method::GET,
+            &format!("/SCIM/v2/Users/{IDP}?x=idp%2DSECRET-okta-1b2c&y=2"),
+            &pii,
+        );
+        rec.set_upstream_path(&format!("/api/v2/scim/Users;{IDP}"), &pii);
+        rec.add_token_hashes([crate::auth::token_sha256(IDP.as_bytes())]);
+        let buf = Shared::default();
+        let log = TrafficLog::writer(buf.clone()).unwrap();
+        write_now(&log, &rec);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("okta-1b2c"), "{text}");
+        let v: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["path"], "/SCIM/v2/Users/***?x=***&y=2");
+    }
+
+    #[test]
+    fn credentials_after_a_second_question_mark_or_a_semicolon_are_masked() {
+        for target in [
+            "/SCIM/v2/Users?a=1?access_token=qs-SECRET",
+            "/SCIM/v2/Users?a=1;token=qs-SECRET",
+            "/SCIM/v2/Users;access_token=qs-SECRET?a=1",
+            "/SCIM/v2/Users;x=1;token=qs-SECRET",
+        ] {
+            let masked = mask_query_credentials(target);
+            assert!(!masked.contains("qs-SECRET"), "{target} -> {masked}");
+            assert!(masked.starts_with("/SCIM/v2/Users"), "{masked}");
+        }
+        assert_eq!(
+            mask_query_credentials("/SCIM/v2/Users?a=1&b=2;c=3"),
+            "/SCIM/v2/Users?a=1&b=2;c=3"
+        );
+    }
+
+    #[test]
+    fn every_string_field_is_checked_against_the_secret_when_written() {
+        const T: &str = "v2-SECRET-tok-42";
+        let pii = plain();
+        let mut rec = TrafficRecord::new(
+            "r-1",
+            IpAddr::from([127, 0, 0, 1]),
+            &http::Method::GET,
+            "/SCIM/v2/Users/v2%2DSECRET-tok-42?x=1",
+            &pii,
+        );
+        rec.set_upstream_path(&format!("/api/v2/scim/Users?q={T}"), &pii);
+        rec.detail = Some(format!("bad {T}"));
+        rec.subject = Some(T.into());
+        rec.scim_type = Some(T.into());
+        rec.resource_id = Some(T.into());
+        rec.set_response_body(json!({ "note": [format!("x{T}x")], T: 1 }), &pii);
+        rec.add_secret(T.as_bytes());
+        let buf = Shared::default();
+        let log = TrafficLog::writer(buf.clone()).unwrap();
+        write_now(&log, &rec);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains(T), "{text}");
+        assert!(!text.contains("tok-42"), "{text}");
+        let v: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["detail"], format!("bad {}", "*".repeat(T.len())));
+        assert!(
+            v["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("/SCIM/v2/Users/***")
+        );
     }
 
     #[test]

@@ -834,3 +834,175 @@ async fn a_captured_response_body_echoing_the_v2_token_stays_out_of_the_traffic_
     );
     p.stop().await;
 }
+
+/// `token` with JSON escapes an upstream might use: `\u002d` for '-', `\u00XX` for a digit, `\/`.
+fn escaped_spellings(token: &str) -> Vec<String> {
+    let digit = token.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
+    let mut one_digit = token.to_string();
+    one_digit.replace_range(
+        digit..digit + 1,
+        &format!("\\u{:04x}", token.as_bytes()[digit]),
+    );
+    vec![
+        token.replace('-', "\\u002d"),
+        token.replace('-', "\\u002D"),
+        one_digit,
+        format!("{token}\\/x").replace('-', "\\u002d"),
+    ]
+}
+
+/// Every decoded string of a JSON document, keys included.
+fn decoded_strings(v: &serde_json::Value, into: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => into.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| decoded_strings(x, into)),
+        serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| {
+            into.push(k.clone());
+            decoded_strings(x, into);
+        }),
+        _ => {}
+    }
+}
+
+fn assert_json_has_no_token(body: &[u8], token: &str, what: &str) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "{what} is not JSON ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    let mut strings = Vec::new();
+    decoded_strings(&v, &mut strings);
+    assert!(
+        strings.iter().all(|s| !s.contains(token)),
+        "{what} holds the v2 token once decoded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_escaped_v2_token_echo_is_masked_in_the_answer_and_the_traffic_log() {
+    let mut prepared = Builder::new().prepare().await;
+    prepared.edit_config(
+        "traffic = \"traffic.log\"\n",
+        "traffic = \"traffic.log\"\ncapture_bodies = true\n",
+    );
+    let p = prepared.start().await;
+    let v2 = p.v2(0).to_string();
+    let spellings = escaped_spellings(&v2);
+    let mut requests = 0;
+    for spelling in &spellings {
+        // Small (rewritten whole) and over the whole-body limit (streamed).
+        for pad in [0usize, 300 * 1024] {
+            for status in [StatusCode::OK, StatusCode::UNAUTHORIZED] {
+                let body = format!(
+                    r#"{{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"{}","detail":"token {spelling} refused","pad":"{}"}}"#,
+                    status.as_str(),
+                    "x".repeat(pad)
+                );
+                p.upstream(0)
+                    .push_override(echo(status, "application/scim+json", body, &[]));
+                let a = p.get("/SCIM/v2/Users/u-1", OKTA).await;
+                requests += 1;
+                assert_eq!(a.status, status);
+                assert_no_secret(&a, std::slice::from_ref(&v2));
+                assert_json_has_no_token(&a.body, &v2, "the IdP's answer");
+                let answer: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+                let detail = answer["detail"].as_str().unwrap_or_default();
+                assert!(detail.starts_with("token ***"), "{detail}");
+            }
+        }
+    }
+    let log = traffic_text(&p, requests).await;
+    assert!(log.lines().count() >= requests, "{log}");
+    assert!(!log.contains(&v2), "the v2 token is in the traffic log");
+    for line in log.lines() {
+        assert_json_has_no_token(line.as_bytes(), &v2, "a traffic record");
+    }
+    p.stop().await;
+}
+
+fn compressed(coding: &str, plain: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(plain).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(plain).unwrap();
+            e.finish().unwrap()
+        }
+        _ => {
+            let mut out = Vec::new();
+            let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            e.write_all(plain).unwrap();
+            drop(e);
+            out
+        }
+    }
+}
+
+fn encoded_override(status: StatusCode, coding: &str, body: Vec<u8>) -> Override {
+    Override {
+        status,
+        headers: vec![
+            ("content-type".into(), "application/scim+json".into()),
+            ("content-encoding".into(), coding.into()),
+        ],
+        body: Bytes::from(body),
+        delay: Duration::ZERO,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_answer_is_decoded_redacted_and_sent_uncompressed_and_an_unknown_coding_is_502()
+ {
+    let mut prepared = Builder::new().prepare().await;
+    prepared.edit_config(
+        "traffic = \"traffic.log\"\n",
+        "traffic = \"traffic.log\"\ncapture_bodies = true\n",
+    );
+    let p = prepared.start().await;
+    let v2 = p.v2(0).to_string();
+    let escaped = v2.replace('-', "\\u002d");
+    let mut requests = 0;
+    for coding in ["gzip", "deflate", "br"] {
+        let plain = format!(
+            r#"{{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"401","detail":"token {v2} / {escaped} refused"}}"#
+        );
+        p.upstream(0).push_override(encoded_override(
+            StatusCode::UNAUTHORIZED,
+            coding,
+            compressed(coding, plain.as_bytes()),
+        ));
+        let a = p.get("/SCIM/v2/Users/u-1", OKTA).await;
+        requests += 1;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{coding}");
+        assert!(a.headers.get("content-encoding").is_none(), "{coding}");
+        assert_no_secret(&a, std::slice::from_ref(&v2));
+        assert_json_has_no_token(&a.body, &v2, coding);
+        let answer: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert!(answer["detail"].as_str().unwrap().starts_with("token ***"));
+    }
+    // An encoding the proxy cannot read, and a decompression bomb: 502, nothing passed down.
+    let bomb = compressed("gzip", &vec![b' '; 65 << 20]);
+    for (coding, body) in [
+        ("zstd", b"\x28\xb5\x2f\xfd garbage".to_vec()),
+        ("gzip", bomb),
+    ] {
+        p.upstream(0)
+            .push_override(encoded_override(StatusCode::OK, coding, body));
+        let a = p.get("/SCIM/v2/Users/u-1", OKTA).await;
+        requests += 1;
+        p.assert_error(&a, 502, &[]);
+        assert!(a.headers.get("content-encoding").is_none(), "{coding}");
+    }
+    let log = traffic_text(&p, requests).await;
+    assert!(!log.contains(&v2), "the v2 token is in the traffic log");
+    for line in log.lines() {
+        assert_json_has_no_token(line.as_bytes(), &v2, "a traffic record");
+    }
+    p.stop().await;
+}
