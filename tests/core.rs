@@ -2430,6 +2430,17 @@ fn check_suggests_misspelt_keys_and_shows_toml_syntax_errors_readably() {
     );
 }
 
+/// Runs the real binary with `args` off the runtime (the test's servers keep running on it).
+async fn cli_off_runtime(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(&args, b"", &[], Duration::from_secs(30))
+    })
+    .await
+    .expect("the CLI thread")
+}
+
 /// Certificate and key swapped: each key says what its file holds and what it wants instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_says_when_listen_cert_and_key_are_swapped() {
@@ -2438,17 +2449,8 @@ async fn check_says_when_listen_cert_and_key_are_swapped() {
         "cert = \"proxy.crt\"\nkey = \"proxy.key\"",
         "cert = \"proxy.key\"\nkey = \"proxy.crt\"",
     );
-    let config = prepared.config_path.to_str().unwrap().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        run_cli(
-            &["check", "--config", &config],
-            b"",
-            &[],
-            Duration::from_secs(30),
-        )
-    })
-    .await
-    .unwrap();
+    let config = prepared.config_path.to_str().unwrap();
+    let out = cli_off_runtime(&["check", "--config", config]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -2472,17 +2474,8 @@ async fn check_warns_of_an_upstream_path_other_than_api_v2_scim() {
         .route(|r| r.target(Target::Url("https://127.0.0.1:1/SCIM/v2".into())))
         .prepare()
         .await;
-    let config = prepared.config_path.to_str().unwrap().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        run_cli(
-            &["check", "--config", &config],
-            b"",
-            &[],
-            Duration::from_secs(30),
-        )
-    })
-    .await
-    .unwrap();
+    let config = prepared.config_path.to_str().unwrap();
+    let out = cli_off_runtime(&["check", "--config", config]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -2504,17 +2497,8 @@ async fn serve_on_a_listen_addr_in_use_names_the_key() {
         "[listen]\naddr = \"127.0.0.1:0\"",
         &format!("[listen]\naddr = \"127.0.0.1:{port}\""),
     );
-    let config = prepared.config_path.to_str().unwrap().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        run_cli(
-            &["serve", "--config", &config],
-            b"",
-            &[],
-            Duration::from_secs(30),
-        )
-    })
-    .await
-    .unwrap();
+    let config = prepared.config_path.to_str().unwrap();
+    let out = cli_off_runtime(&["serve", "--config", config]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
