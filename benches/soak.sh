@@ -187,7 +187,7 @@ UP_PID=""
 start_servers() {
     write_config "$1"
     "$BIN" test-upstream --listen "127.0.0.1:$UP_PORT" --cert "$WORK/server.crt" --key "$WORK/server.key" \
-        --token-file "$WORK/v2.token" >"$OUT/upstream-$2.log" 2>&1 &
+        --token-file "$WORK/v2.token" --quiet >"$OUT/upstream-$2.log" 2>&1 &
     UP_PID=$!
     PIDS+=("$UP_PID")
     "$BIN" serve --config "$WORK/scim-proxy.toml" >"$OUT/proxy-$2.stdout" 2>"$OUT/proxy-$2.log" &

@@ -40,6 +40,7 @@ enum Command {
     },
     /// Load and validate everything the config names without serving; print every problem found.
     Check {
+        /// The TOML config file to check (the same one `serve` would read).
         #[arg(long, short)]
         config: PathBuf,
         /// Also connect to every route's upstream through the configured egress and send an
@@ -62,19 +63,27 @@ enum Command {
     },
     /// Serve the embedded Netskope-like SCIM upstream on its own (a lab target for the proxy,
     /// soak and load tests). Not a Netskope replacement: in memory, nothing persists.
+    /// Each request is logged on stdout with its source address, so a fixed egress can be seen.
     TestUpstream {
+        /// Address and port to listen on.
         #[arg(long, default_value = "127.0.0.1:9443")]
         listen: std::net::SocketAddr,
-        /// PEM certificate and key (e.g. from `dev-certs`); plain HTTP without them.
+        /// PEM certificate chain to serve (e.g. `dev-certs --dir certs/upstream`); plain HTTP
+        /// without --cert and --key.
         #[arg(long, requires = "key")]
         cert: Option<PathBuf>,
+        /// PEM private key of --cert.
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
-        /// File holding the v2 token it demands.
+        /// File holding the v2 token it demands (Bearer or Netskope-Api-Token); white space trimmed.
         #[arg(long)]
         token_file: PathBuf,
+        /// Path the SCIM API is served under, as Netskope's /api/v2/scim.
         #[arg(long, default_value = "/api/v2/scim")]
         base_path: String,
+        /// Do not log each request on stdout.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Write a throwaway CA and a server certificate for local testing (never for production).
     DevCerts {
@@ -115,7 +124,14 @@ fn main() -> ExitCode {
             key,
             token_file,
             base_path,
-        } => with_runtime(test_upstream(listen, cert.zip(key), token_file, base_path)),
+            quiet,
+        } => with_runtime(test_upstream(
+            listen,
+            cert.zip(key),
+            token_file,
+            base_path,
+            !quiet,
+        )),
         Command::Report { files, json } => {
             let mut out = std::io::stdout().lock();
             match scim_proxy::report::run(&files, json, &mut out) {
@@ -222,6 +238,7 @@ async fn test_upstream(
     tls: Option<(PathBuf, PathBuf)>,
     token_file: PathBuf,
     base_path: String,
+    log_requests: bool,
 ) -> ExitCode {
     let token = match std::fs::read_to_string(&token_file) {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
@@ -263,6 +280,7 @@ async fn test_upstream(
             return ExitCode::FAILURE;
         }
     };
+    upstream.log_requests(log_requests);
     println!(
         "test upstream serving {scheme}://{}{base_path} (Ctrl-C or SIGTERM to stop)",
         upstream.addr()
@@ -458,28 +476,56 @@ fn warn_unusual_upstream_paths(c: &Config) {
 
 fn print_summary(c: &Config) {
     println!("{}: OK", c.source.display());
+    for line in summary_lines(c, c.listen.addr, c.admin.as_ref().map(|a| a.addr)) {
+        println!("{line}");
+    }
+}
+
+/// What the config makes the proxy do, in plain words: `check` prints it, `serve` logs it.
+/// `listen` and `admin` are the bound addresses (a port 0 in the config becomes a real one).
+fn summary_lines(
+    c: &Config,
+    listen: std::net::SocketAddr,
+    admin: Option<std::net::SocketAddr>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
     let scheme = if c.listen.tls.is_some() {
         "https (TLS 1.2/1.3)"
     } else {
         "plain http (behind a TLS load balancer)"
     };
-    println!("listen   {} {}", c.listen.addr, scheme);
+    lines.push(format!("listen   {listen} {scheme}"));
     if !c.listen.allow_cidrs.is_empty() {
         let nets: Vec<String> = c.listen.allow_cidrs.iter().map(|n| n.to_string()).collect();
-        println!("allow    {}", nets.join(", "));
+        lines.push(format!("allow    {}", nets.join(", ")));
     }
-    if let Some(a) = &c.admin {
-        println!("admin    http://{}/healthz /readyz", a.addr);
+    match admin {
+        Some(a) => lines.push(format!("admin    http://{a}/healthz /readyz /metrics")),
+        None => {
+            lines.push("admin    none ([admin] not set: no /healthz, /readyz, /metrics)".into())
+        }
     }
-    match (c.egress.bind_ip, &c.egress.via_proxy) {
-        (Some(ip), None) => println!("egress   from {ip}"),
-        (None, None) => println!("egress   from the default route's address (no bind_ip)"),
-        (Some(ip), Some(p)) => println!(
+    lines.push(match (c.egress.bind_ip, &c.egress.via_proxy) {
+        (Some(ip), None) => format!("egress   from {ip}"),
+        (None, None) => "egress   from the default route's address (no bind_ip)".to_string(),
+        (Some(ip), Some(p)) => format!(
             "egress   through forward proxy {} (reached from {ip})",
             p.url
         ),
-        (None, Some(p)) => println!("egress   through forward proxy {}", p.url),
-    }
+        (None, Some(p)) => format!("egress   through forward proxy {}", p.url),
+    });
+    lines.push(match &c.log.traffic {
+        scim_proxy::config::TrafficSink::Off => "traffic  log off".to_string(),
+        scim_proxy::config::TrafficSink::Stdout => {
+            "traffic  log to stdout (JSON lines)".to_string()
+        }
+        scim_proxy::config::TrafficSink::File(path) => format!(
+            "traffic  log to {} (JSON lines, rotated at {} bytes, {} kept)",
+            path.display(),
+            c.log.max_file_bytes,
+            c.log.keep_files
+        ),
+    });
     for r in &c.routes {
         let hosts = if r.hosts.is_empty() {
             "any host".to_string()
@@ -491,7 +537,7 @@ fn print_summary(c: &Config) {
             None => "/SCIM/v2".to_string(),
         };
         let clients: Vec<&str> = r.clients.iter().map(|c| c.name.as_str()).collect();
-        println!(
+        lines.push(format!(
             "route    {}: {} {} -> {} (token from {}, sent as {}; IdPs: {})",
             r.name,
             hosts,
@@ -500,8 +546,9 @@ fn print_summary(c: &Config) {
             r.token,
             r.upstream_auth,
             clients.join(", ")
-        );
+        ));
     }
+    lines
 }
 
 async fn serve(path: PathBuf) -> ExitCode {
@@ -523,7 +570,14 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(addr = %running.proxy_addr, admin = ?running.admin_addr, config = %path.display(), "scim-proxy serving");
+    let snapshot = running.shared.state.load();
+    for line in summary_lines(&snapshot.config, running.proxy_addr, running.admin_addr) {
+        tracing::info!("{line}");
+    }
+    let admin = running
+        .admin_addr
+        .map_or_else(|| "none".to_string(), |a| a.to_string());
+    tracing::info!(addr = %running.proxy_addr, admin = %admin, config = %path.display(), "scim-proxy serving");
     if let Err(e) = wait_for_signals(&running).await {
         tracing::error!("cannot install signal handlers: {e}");
         running.shutdown();

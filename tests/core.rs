@@ -2900,3 +2900,250 @@ fn cli_check_refuses_a_plain_listener_route_without_hosts_or_public_url() {
         assert!(!stderr.contains("public_url"), "{fixed}: {stderr}");
     }
 }
+
+/// Every flag of every subcommand says in `--help` what it does.
+#[test]
+fn every_subcommand_flag_has_a_help_line() {
+    let top = run_cli(&["--help"], b"", &[], Duration::from_secs(30));
+    let top = String::from_utf8_lossy(&top.stdout).into_owned();
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    for expected in [
+        "serve",
+        "check",
+        "hash-token",
+        "report",
+        "test-upstream",
+        "dev-certs",
+        "demo",
+    ] {
+        assert!(commands.iter().any(|c| c == expected), "{expected}: {top}");
+    }
+    for command in &commands {
+        let out = run_cli(&[command, "--help"], b"", &[], Duration::from_secs(30));
+        assert!(out.status.success(), "{command} --help");
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut flags = 0;
+        for line in help.lines() {
+            let t = line.trim_start();
+            if !(t.starts_with('-') || t.starts_with('[') || t.starts_with('<')) {
+                continue;
+            }
+            flags += 1;
+            // `  --flag <VALUE>  What it does`: the description follows two spaces or more.
+            let (spec, text) = t.split_once("  ").unwrap_or((t, ""));
+            assert!(
+                !text.trim().is_empty(),
+                "{command}: `{spec}` has no help line:\n{help}"
+            );
+        }
+        assert!(flags >= 2, "{command}: no options listed:\n{help}");
+    }
+}
+
+/// The start-up log says, in plain words, what is served where and where the traffic log goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_start_up_log_names_listeners_routes_and_the_traffic_log_plainly() {
+    let prepared = Builder::new().admin().prepare().await;
+    let mut serve = ServeChild::spawn(&prepared.config_path);
+    let addr = serve.serving_addr(Duration::from_secs(30)).await;
+    let messages: Vec<String> = serve
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let fields = v.get("fields").unwrap_or(&v);
+            let msg = fields.get("message")?.as_str()?.to_string();
+            let admin = fields.get("admin").and_then(|a| a.as_str()).unwrap_or("");
+            Some(format!("{msg} {admin}"))
+        })
+        .collect();
+    let all = messages.join("\n");
+    assert!(!all.contains("Some("), "{all}");
+    assert!(!all.contains("None"), "{all}");
+    assert!(
+        all.contains(&format!("listen   {addr} https")),
+        "listener: {all}"
+    );
+    assert!(all.contains("admin    http://127.0.0.1:"), "admin: {all}");
+    assert!(all.contains("route    main: "), "route: {all}");
+    assert!(all.contains("IdPs: okta, entra"), "clients: {all}");
+    let traffic = prepared.dir.path().join("traffic.log");
+    assert!(
+        all.contains(&format!("traffic  log to {}", traffic.display())),
+        "traffic log location: {all}"
+    );
+    serve.signal("TERM");
+    assert!(serve.exit_status(Duration::from_secs(30)).await.is_some());
+    prepared.shutdown().await;
+}
+
+/// `test-upstream` logs each request with the address it came from, never the token: the lab's
+/// way to see the fixed egress at work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_upstream_logs_each_request_with_its_source_address() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let token = "lab-v2-token-7f3a";
+    let token_file = write_private(dir.path(), "v2.token", &format!("  {token}\n"));
+    let mut child = ChildGuard(Some(
+        Command::new(bin())
+            .args(["test-upstream", "--listen", "127.0.0.1:0", "--token-file"])
+            .arg(&token_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn test-upstream"),
+    ));
+    let stdout = child.child().stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = |what: &str| {
+        lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no {what} line from test-upstream"))
+    };
+    let banner = next_line("serving");
+    let addr: std::net::SocketAddr = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"));
+
+    for (source, bearer, status) in [("127.0.0.3", token, 200), ("127.0.0.4", "wrong", 401)] {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let mut tcp = socket.connect(addr).await.expect("connect");
+        let request = format!(
+            "GET /api/v2/scim/Users?count=1 HTTP/1.1\r\nHost: lab\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        bounded("answer", tcp.read_to_end(&mut answer))
+            .await
+            .unwrap();
+        assert!(
+            answer.starts_with(format!("HTTP/1.1 {status}").as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        let line = next_line("request");
+        assert_eq!(
+            line,
+            format!("{source} HTTP/1.1 GET /api/v2/scim/Users?count=1 -> {status}")
+        );
+        assert!(!line.contains(bearer));
+    }
+}
+
+/// The README's "Try it on one machine" block, run as written (ports moved to free ones): two dev
+/// PKIs, `test-upstream` over TLS, `check --live`, `serve`, and the Okta and Entra curl flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_lab_runs_as_written() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Try it on one machine\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a 'Try it on one machine' section in the README");
+    let mut script = section
+        .split("```bash\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("a bash block in the lab section")
+        .to_string();
+    for fixed in ["8443", "9443", "9090"] {
+        let port = unused_port().await.to_string();
+        script = script.replace(fixed, &port);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = std::path::Path::new(bin()).parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out_file = dir.path().join("lab.out");
+    let child = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&out_file).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("lab.err")).unwrap(),
+        ))
+        // Its own process group: the whole lab (upstream, proxy) is stopped with it.
+        .process_group(0)
+        .spawn()
+        .expect("bash");
+    let group = child.id();
+    let mut guard = ChildGuard(Some(child));
+    let status = tokio::task::spawn_blocking(move || {
+        let status = guard.wait_for(Duration::from_secs(120));
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{group}")])
+            .status();
+        status
+    })
+    .await
+    .unwrap();
+    let out = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let err = std::fs::read_to_string(dir.path().join("lab.err")).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("the lab did not finish:\n{out}\n{err}"));
+    assert!(status.success(), "the lab failed ({status}):\n{out}\n{err}");
+    for seen in [
+        // The upstream saw the v2 path from the fixed egress, for each step of both flows.
+        "127.0.0.2 HTTP/2.0 GET /api/v2/scim/Users?startIndex=1&count=1 -> 200",
+        "127.0.0.2 HTTP/2.0 POST /api/v2/scim/Users -> 201",
+        "127.0.0.2 HTTP/2.0 GET /api/v2/scim/Users?filter=userName+eq+%22grace%40lab.test%22 -> 200",
+        "\"userName\":\"grace@lab.test\"",
+        "\"active\":false",
+        "\"status\":\"401\"",
+    ] {
+        assert!(out.contains(seen), "{seen:?} missing from:\n{out}\n{err}");
+    }
+    let patches = out
+        .lines()
+        .filter(|l| {
+            l.starts_with("127.0.0.2 HTTP/2.0 PATCH /api/v2/scim/Users/")
+                && (l.ends_with("-> 200") || l.ends_with("-> 204"))
+        })
+        .count();
+    assert_eq!(patches, 2, "{out}");
+    // Nothing unauthenticated reached the upstream, and no token was printed.
+    assert!(!out.lines().any(|l| l.ends_with("-> 401")), "{out}");
+    for token in ["lab-v2-token", "lab-okta-old-token", "lab-entra-old-token"] {
+        let shown = out
+            .lines()
+            .chain(err.lines())
+            .filter(|l| l.contains(token) && !l.contains("OKTA=") && !l.contains("echo"))
+            .count();
+        assert_eq!(shown, 0, "{token} printed:\n{out}\n{err}");
+    }
+    // check, check --live and report ran and said so.
+    assert!(out.contains("OK"), "{out}");
+    assert!(out.contains("okta") && out.contains("entra"), "{out}");
+}

@@ -3,6 +3,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::io;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,6 +122,7 @@ impl Upstream {
             overrides: Mutex::new(VecDeque::new()),
             store: Mutex::new(Store::default()),
             chunked: AtomicBool::new(false),
+            log_requests: AtomicBool::new(false),
             stop: stop_rx.clone(),
         });
         let acceptor = opts.tls.map(TlsAcceptor::from);
@@ -165,6 +167,12 @@ impl Upstream {
         self.state.chunked.store(chunked, Ordering::Relaxed);
     }
 
+    /// With `true`, each request is printed on stdout as `source method target -> status`: the
+    /// lab's way to see which address a proxy's fixed egress really leaves from.
+    pub fn log_requests(&self, on: bool) {
+        self.state.log_requests.store(on, Ordering::Relaxed);
+    }
+
     /// Queues a canned answer (FIFO) for the next request.
     pub fn push_override(&self, o: Override) {
         lock(&self.state.overrides).push_back(o);
@@ -187,6 +195,7 @@ struct State {
     overrides: Mutex<VecDeque<Override>>,
     store: Mutex<Store>,
     chunked: AtomicBool,
+    log_requests: AtomicBool,
     stop: watch::Receiver<bool>,
 }
 
@@ -307,7 +316,26 @@ async fn serve_http<I>(
         let state = Arc::clone(&state);
         async move {
             let chunked = state.chunked.load(Ordering::Relaxed);
-            Ok::<_, Infallible>(framed(handle(state, peer, local, req).await, chunked).await)
+            // The target only: headers carry the token, and the body personal data.
+            let logged = state.log_requests.load(Ordering::Relaxed).then(|| {
+                let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                format!(
+                    "{} {:?} {} {target}",
+                    peer.ip(),
+                    req.version(),
+                    req.method()
+                )
+            });
+            let resp = handle(Arc::clone(&state), peer, local, req).await;
+            if let Some(line) = logged {
+                // A closed stdout must not take the lab upstream down with it.
+                let _ = writeln!(
+                    std::io::stdout().lock(),
+                    "{line} -> {}",
+                    resp.status().as_u16()
+                );
+            }
+            Ok::<_, Infallible>(framed(resp, chunked).await)
         }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
