@@ -441,9 +441,12 @@ fn certificate_meaning(p: &crate::tls::PresentedCertError) -> Option<String> {
         E::UnknownIssuer => {
             // With intermediates, the untrusted issuer is the one the chain ends at.
             let issuer = p.chain.as_ref().map_or(&cert.issuer, |(_, last)| last);
+            let roots = match &ca_file {
+                Some(file) => format!("neither a Mozilla root nor in egress.ca_file {file}"),
+                None => "not a Mozilla root, and no egress.ca_file is set".to_string(),
+            };
             format!(
-                "the issuer \"{issuer}\" is not trusted ({}): a TLS-inspecting proxy on the path (add its CA to egress.ca_file), an upstream with a private CA (add that CA to egress.ca_file), or a wrong upstream host",
-                p.trusted
+                "the issuer \"{issuer}\" is not trusted: {roots}. A TLS-inspecting proxy on the path (add its CA to egress.ca_file), an upstream with a private CA (add that CA to egress.ca_file), or a wrong upstream host"
             )
         }
         E::BadSignature => match ca_file {
@@ -561,7 +564,7 @@ mod tests {
         let m = meaning_of(pki.ca_pem(), &leaf.cert_pem, "scim.example");
         assert!(m.starts_with("the issuer \"CN=stranger CA "), "{m}");
         assert!(
-            m.contains("is not trusted (Mozilla roots plus egress.ca_file /etc/scim-proxy/ca.pem)"),
+            m.contains("is not trusted: neither a Mozilla root nor in egress.ca_file /etc/scim-proxy/ca.pem. "),
             "{m}"
         );
         assert!(
