@@ -1422,13 +1422,20 @@ async fn serving_tls_failure_names_the_presented_certificate_and_the_trust_roots
     assert_eq!(records[0]["status"], 502);
     assert_eq!(records[0]["error"], "upstream-tls", "{records:?}");
 
-    // The warning names the same (the line is written before the 502 goes out).
-    let stderr = serve.stderr();
-    let line = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message"] == "upstream failure")
-        .unwrap_or_else(|| panic!("no \"upstream failure\" line:\n{stderr}"));
+    // The warning names the same (the log writer may lag the response a little).
+    let deadline = Instant::now() + STEP;
+    let (line, stderr) = loop {
+        let stderr = serve.stderr();
+        let found = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "upstream failure");
+        match found {
+            Some(line) => break (line, stderr),
+            None if Instant::now() >= deadline => panic!("no \"upstream failure\" line:\n{stderr}"),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
     assert_eq!(line["kind"], "upstream-tls", "{line}");
     assert_has(
         "the log line",
