@@ -247,7 +247,10 @@ pub fn classify_upstream_error(err: &hyper_util::client::legacy::Error) -> Proxy
         return ProxyError::new(ErrorKind::UpstreamConnect, t.to_string());
     }
     if let Some(t) = tls {
-        return ProxyError::new(ErrorKind::UpstreamTls, format!("upstream TLS failed: {t}"));
+        return ProxyError::new(
+            ErrorKind::UpstreamTls,
+            format!("upstream TLS failed: {}", crate::tls::describe_tls_error(t)),
+        );
     }
     if err.is_connect() {
         let why = io.map(|e| e.to_string()).unwrap_or_else(|| innermost(err));

@@ -380,10 +380,11 @@ fn classify_connect(e: &(dyn std::error::Error + 'static)) -> Failure {
         .find_map(|l| l.downcast_ref::<std::io::Error>())
         .map(|io| io.kind());
     if let Some(t) = tls {
-        return failure(
-            format!("TLS: {t}"),
-            "the upstream's certificate is not trusted or not for this name: a TLS-inspecting proxy on the path (add its CA as egress.ca_file), or a wrong upstream host",
-        );
+        let what = format!("TLS: {}", crate::tls::describe_tls_error(t));
+        return match crate::tls::presented_cert_error(t).and_then(certificate_meaning) {
+            Some(meaning) => Failure { what, meaning },
+            None => failure(what, TLS_MEANING),
+        };
     }
     if let Some(f) = forward {
         let meaning = match &f.failure {
@@ -427,6 +428,58 @@ fn classify_connect(e: &(dyn std::error::Error + 'static)) -> Failure {
     failure(format!("connect: {chain}"), meaning)
 }
 
+const TLS_MEANING: &str = "the upstream's certificate is not trusted or not for this name: a TLS-inspecting proxy on the path (add its CA as egress.ca_file), or a wrong upstream host";
+
+/// What a rejected upstream certificate most likely means, where the verdict says more than
+/// [`TLS_MEANING`].
+fn certificate_meaning(p: &crate::tls::PresentedCertError) -> Option<String> {
+    use rustls::CertificateError as E;
+    let cert = p.presented.as_ref().ok()?;
+    let when = |t| humantime::format_rfc3339_seconds(t).to_string();
+    let ca_file = p.trusted.ca_file.as_ref().map(|f| f.display().to_string());
+    Some(match &p.error {
+        E::UnknownIssuer => {
+            // With intermediates, the untrusted issuer is the one the chain ends at.
+            let issuer = p.chain.as_ref().map_or(&cert.issuer, |(_, last)| last);
+            let roots = match &ca_file {
+                Some(file) => format!("neither a Mozilla root nor in egress.ca_file {file}"),
+                None => "not a Mozilla root, and no egress.ca_file is set".to_string(),
+            };
+            format!(
+                "the issuer \"{issuer}\" is not trusted: {roots}. A TLS-inspecting proxy on the path (add its CA to egress.ca_file), an upstream with a private CA (add that CA to egress.ca_file), or a wrong upstream host"
+            )
+        }
+        E::BadSignature => match ca_file {
+            Some(file) => format!(
+                "the certificate was not signed by the CA it names (\"{}\"): egress.ca_file {file} holds a different CA with the same name (two dev PKIs, say) or a stale one; put the CA that issued the upstream's certificate there",
+                cert.issuer
+            ),
+            None => format!(
+                "the certificate was not signed by the CA it names (\"{}\"): a broken or forged certificate, or a TLS-inspecting proxy posing as that CA (add the proxy's own CA to egress.ca_file)",
+                cert.issuer
+            ),
+        },
+        E::NotValidForName | E::NotValidForNameContext { .. } => format!(
+            "the certificate is for {}, not {}: a wrong upstream host in routes.upstream, or a TLS-inspecting proxy or load balancer presenting another site's certificate",
+            if cert.names.is_empty() {
+                "no DNS or IP name".to_string()
+            } else {
+                cert.names.join(", ")
+            },
+            p.server_name
+        ),
+        E::Expired | E::ExpiredContext { .. } => format!(
+            "the upstream's certificate expired at {} (notAfter): the upstream must renew it, or this host's clock is wrong",
+            when(cert.not_after)
+        ),
+        E::NotValidYet | E::NotValidYetContext { .. } => format!(
+            "the upstream's certificate is not valid before {} (notBefore): this host's clock is behind, or the certificate is brand new",
+            when(cert.not_before)
+        ),
+        _ => return None,
+    })
+}
+
 /// The report an admin reads before switching an IdP.
 pub fn render(checks: &[RouteCheck]) -> String {
     let mut out = String::new();
@@ -451,4 +504,72 @@ pub fn render(checks: &[RouteCheck]) -> String {
         if checks.len() == 1 { "" } else { "s" }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devcerts::DevPki;
+    use crate::tls::tests::verify;
+
+    fn meaning_of(ca_pem: &str, leaf_pem: &str, host: &str) -> String {
+        let e = verify(ca_pem, leaf_pem, host);
+        let failure = classify_connect(&e);
+        assert!(
+            failure.what.starts_with("TLS: invalid peer certificate: "),
+            "{}",
+            failure.what
+        );
+        failure.meaning
+    }
+
+    #[test]
+    fn a_certificate_for_other_names_names_them_and_the_host() {
+        let pki = DevPki::new("unit CA").unwrap();
+        let leaf = pki
+            .issue(
+                &["scim.example", "alt.example"],
+                &["127.0.0.9".parse().unwrap()],
+            )
+            .unwrap();
+        let m = meaning_of(pki.ca_pem(), &leaf.cert_pem, "acme.goskope.com");
+        assert!(
+            m.starts_with("the certificate is for scim.example, alt.example, 127.0.0.9, not acme.goskope.com: "),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn an_expired_certificate_names_its_not_after() {
+        let pki = DevPki::new("unit CA").unwrap();
+        let leaf = pki.issue_expired(&["scim.example"]).unwrap();
+        let der =
+            rustls_pki_types::pem::PemObject::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap();
+        let not_after = crate::tls::cert_info(&der).unwrap().not_after;
+        let m = meaning_of(pki.ca_pem(), &leaf.cert_pem, "scim.example");
+        assert!(
+            m.starts_with(&format!(
+                "the upstream's certificate expired at {} (notAfter)",
+                humantime::format_rfc3339_seconds(not_after)
+            )),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_issuer_names_it_and_keeps_the_interception_advice() {
+        let pki = DevPki::new("unit CA").unwrap();
+        let stranger = DevPki::new("stranger CA").unwrap();
+        let leaf = stranger.issue(&["scim.example"], &[]).unwrap();
+        let m = meaning_of(pki.ca_pem(), &leaf.cert_pem, "scim.example");
+        assert!(m.starts_with("the issuer \"CN=stranger CA "), "{m}");
+        assert!(
+            m.contains("is not trusted: neither a Mozilla root nor in egress.ca_file /etc/scim-proxy/ca.pem. "),
+            "{m}"
+        );
+        assert!(
+            m.contains("TLS-inspecting proxy") && m.contains("egress.ca_file"),
+            "{m}"
+        );
+    }
 }

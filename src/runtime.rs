@@ -54,7 +54,10 @@ pub struct RouteRuntime {
 impl Snapshot {
     /// A fresh connector with this snapshot's egress and TLS settings (for `check --live`).
     pub fn connector(&self) -> Result<upstream::Connector, String> {
-        let tls = tls::upstream_client_config(&self.upstream_roots)?;
+        let tls = tls::upstream_client_config(
+            &self.upstream_roots,
+            self.config.egress.ca_file.as_deref(),
+        )?;
         upstream::build_connector(
             &self.config.egress,
             &self.config.limits,
@@ -449,13 +452,14 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         );
     }
 
-    let client_tls = match tls::upstream_client_config(&upstream_roots) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            problem("egress.ca_file".into(), e);
-            None
-        }
-    };
+    let client_tls =
+        match tls::upstream_client_config(&upstream_roots, config.egress.ca_file.as_deref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problem("egress.ca_file".into(), e);
+                None
+            }
+        };
 
     if !problems.is_empty() {
         return Err(Problems(problems));

@@ -1255,6 +1255,200 @@ async fn check_live_tls_failure_names_interception_or_a_missing_ca() {
     prepared.shutdown().await;
 }
 
+/// A CA with exactly the name (subject) of the CA in `ca_pem` but a key of its own, as a second dev
+/// PKI or a re-made CA has: a certificate issued by the one does not verify under the other.
+fn same_name_ca(ca_pem: &str) -> String {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA PEM");
+    let (_, ca) = x509_parser::parse_x509_certificate(der.as_ref()).expect("the test CA");
+    let mut dn = rcgen::DistinguishedName::new();
+    for attr in ca.subject().iter_attributes() {
+        let value = attr.as_str().expect("a text attribute").to_string();
+        if *attr.attr_type() == x509_parser::oid_registry::OID_X509_COMMON_NAME {
+            dn.push(rcgen::DnType::CommonName, value);
+        } else if *attr.attr_type() == x509_parser::oid_registry::OID_X509_ORGANIZATION_NAME {
+            dn.push(rcgen::DnType::OrganizationName, value);
+        } else {
+            panic!("unexpected attribute in the test CA's name: {attr:?}");
+        }
+    }
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = dn;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let twin = params.self_signed(&key).expect("same-name CA").pem();
+    assert_ne!(twin, ca_pem);
+    twin
+}
+
+/// The subject of the test CA, as the proxy writes names (the issuer of the upstream's certificate).
+fn ca_name(p: &Prepared) -> String {
+    let ders = scim_proxy::tls::read_certs(&p.dir.path().join("ca.pem")).expect("ca.pem");
+    scim_proxy::tls::cert_info(&ders[0])
+        .expect("ca.pem")
+        .subject
+}
+
+fn assert_has(what: &str, text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(
+            text.contains(part),
+            "{what} should contain {part:?}:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_live_tls_failure_under_a_same_name_ca_names_the_ca_file_and_the_presented_certificate()
+ {
+    let mut prepared = Builder::new().prepare().await;
+    write_file(
+        prepared.dir.path(),
+        "twin-ca.pem",
+        &same_name_ca(&prepared.ca_pem),
+    );
+    prepared.edit_config("ca_file = \"ca.pem\"", "ca_file = \"twin-ca.pem\"");
+    let issuer = ca_name(&prepared);
+    let ca_file = prepared.dir.path().join("twin-ca.pem");
+    let run = check_live(&prepared.config_path, &[], &[]).await;
+    run.assert_failed();
+    run.assert_route("main", false);
+    let failed = run.field("main", "FAILED");
+    assert_has(
+        "the FAILED line",
+        &failed,
+        &[
+            "TLS: invalid peer certificate: BadSignature; ",
+            "the upstream presented subject \"CN=localhost\"",
+            &format!("issued by \"{issuer}\""),
+            "names localhost, 127.0.0.1, ::1",
+            &format!(
+                "; trusted: Mozilla roots plus egress.ca_file {}",
+                ca_file.display()
+            ),
+        ],
+    );
+    let meaning = run.field("main", "meaning");
+    assert_has(
+        "the meaning",
+        &meaning,
+        &[
+            "not signed by the CA it names",
+            &format!("\"{issuer}\""),
+            &format!("egress.ca_file {}", ca_file.display()),
+            "same name",
+        ],
+    );
+    assert!(!run.has_field("main", "status"), "{}", run.all());
+    run.assert_summary(0, 1);
+    run.assert_no_secret(&secrets_of(&prepared));
+    assert!(prepared.upstreams[0].requests().is_empty());
+    prepared.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_live_tls_failure_without_a_ca_file_names_the_mozilla_roots_and_the_untrusted_issuer()
+{
+    let prepared = Builder::new().no_ca_file().prepare().await;
+    let issuer = ca_name(&prepared);
+    let run = check_live(&prepared.config_path, &[], &[]).await;
+    run.assert_failed();
+    let failed = run.field("main", "FAILED");
+    assert_has(
+        "the FAILED line",
+        &failed,
+        &[
+            "TLS: invalid peer certificate: UnknownIssuer; ",
+            &format!("the upstream presented subject \"CN=localhost\" issued by \"{issuer}\""),
+            "; trusted: Mozilla roots (no egress.ca_file)",
+        ],
+    );
+    let meaning = run.field("main", "meaning");
+    assert_has(
+        "the meaning",
+        &meaning,
+        &[
+            &format!(
+                "the issuer \"{issuer}\" is not trusted: not a Mozilla root, and no egress.ca_file is set"
+            ),
+            "TLS-inspecting proxy",
+            "egress.ca_file",
+        ],
+    );
+    run.assert_summary(0, 1);
+    assert!(prepared.upstreams[0].requests().is_empty());
+    prepared.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_tls_failure_names_the_presented_certificate_and_the_trust_roots_in_the_log_and_the_502()
+ {
+    let mut prepared = Builder::new().prepare().await;
+    write_file(
+        prepared.dir.path(),
+        "twin-ca.pem",
+        &same_name_ca(&prepared.ca_pem),
+    );
+    prepared.edit_config("ca_file = \"ca.pem\"", "ca_file = \"twin-ca.pem\"");
+    let issuer = ca_name(&prepared);
+    let ca_file = prepared.dir.path().join("twin-ca.pem");
+    let mut serve = ServeEnv::spawn(&prepared.config_path, &[]);
+    let addr = serve.serving_addr().await;
+    let client = client_for(addr, &prepared.ca_pem);
+
+    let a = client
+        .send(Method::GET, "/SCIM/v2/Users", Some(OKTA), None)
+        .await
+        .expect("request to serve");
+    let want = [
+        "upstream TLS failed: invalid peer certificate: BadSignature; ".to_string(),
+        format!("the upstream presented subject \"CN=localhost\" issued by \"{issuer}\""),
+        format!(
+            "; trusted: Mozilla roots plus egress.ca_file {}",
+            ca_file.display()
+        ),
+    ];
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    let secrets = secrets_of(&prepared);
+    assert_scim_error(&a, 502, &want, &secrets);
+    assert!(prepared.upstreams[0].requests().is_empty());
+
+    let records = traffic_records(prepared.dir.path(), 1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["status"], 502);
+    assert_eq!(records[0]["error"], "upstream-tls", "{records:?}");
+
+    // The warning names the same (the log writer may lag the response a little).
+    let deadline = Instant::now() + STEP;
+    let (line, stderr) = loop {
+        let stderr = serve.stderr();
+        let found = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "upstream failure");
+        match found {
+            Some(line) => break (line, stderr),
+            None if Instant::now() >= deadline => panic!("no \"upstream failure\" line:\n{stderr}"),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert_eq!(line["kind"], "upstream-tls", "{line}");
+    assert_has(
+        "the log line",
+        line["detail"].as_str().unwrap_or_default(),
+        &want,
+    );
+    for s in &secrets {
+        assert!(!stderr.contains(s.as_str()), "serve's stderr carries {s:?}");
+    }
+    drop(serve);
+    prepared.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_live_connect_refused_names_a_firewall_or_nothing_listening() {
     let dead = unused_port().await;
