@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode, Version};
-use scim_proxy::demo::client::ScimClient;
-use scim_proxy::demo::upstream::Override;
-use scim_proxy::devcerts;
+use scim_proxy::lab::client::ScimClient;
+use scim_proxy::lab::upstream::Override;
+use scim_proxy::lab::devcerts;
 use serde_json::json;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,10 +43,10 @@ fn bearer(token: &str) -> String {
 
 /// The single request an upstream recorded since `before`, asserting there is exactly one.
 fn only_new(
-    up: &scim_proxy::demo::upstream::Upstream,
+    up: &scim_proxy::lab::upstream::Upstream,
     before: usize,
     what: &str,
-) -> scim_proxy::demo::upstream::RecordedRequest {
+) -> scim_proxy::lab::upstream::RecordedRequest {
     let seen = up.requests();
     assert_eq!(
         seen.len(),
@@ -61,7 +61,7 @@ fn only_new(
     seen[before].clone()
 }
 
-fn header<'a>(r: &'a scim_proxy::demo::upstream::RecordedRequest, name: &str) -> Option<&'a str> {
+fn header<'a>(r: &'a scim_proxy::lab::upstream::RecordedRequest, name: &str) -> Option<&'a str> {
     r.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -1185,8 +1185,8 @@ async fn upstream_certificate_for_another_name_or_expired_is_502_and_nothing_is_
     let mut ups = Vec::new();
     for cert in [&wrong_name, &expired] {
         ups.push(
-            scim_proxy::demo::upstream::Upstream::start(
-                scim_proxy::demo::upstream::UpstreamOptions {
+            scim_proxy::lab::upstream::Upstream::start(
+                scim_proxy::lab::upstream::UpstreamOptions {
                     bind: "127.0.0.1:0".parse().unwrap(),
                     tls: Some(devcerts::server_config(cert).unwrap()),
                     base_path: "/api/v2/scim".into(),
@@ -2728,7 +2728,7 @@ async fn traffic_log_has_one_line_per_request_and_never_a_token() {
 // ---- Host-header injection: URLs given back only for names the proxy serves -------------------
 
 /// POST a user with `Host: host`; the answer.
-async fn create_user_as(p: &TestProxy, host: &str, name: &str) -> scim_proxy::demo::client::Answer {
+async fn create_user_as(p: &TestProxy, host: &str, name: &str) -> scim_proxy::lab::client::Answer {
     p.call(
         p.req(Method::POST, "/SCIM/v2/Users")
             .header("host", host)

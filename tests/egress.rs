@@ -18,9 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use http::{Method, StatusCode, Version};
-use scim_proxy::demo::client::{Answer, ScimClient};
-use scim_proxy::demo::upstream::{Override, RecordedRequest, Upstream};
-use scim_proxy::devcerts::{self, DevPki};
+use scim_proxy::lab::client::{Answer, ScimClient};
+use scim_proxy::lab::upstream::{Override, RecordedRequest, Upstream};
+use scim_proxy::lab::devcerts::{self, DevPki};
 use serde_json::json;
 use support::*;
 use tokio::net::TcpListener;

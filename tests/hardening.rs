@@ -17,9 +17,9 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use scim_proxy::demo::client::{Answer, ScimClient};
-use scim_proxy::demo::upstream::Override;
-use scim_proxy::devcerts::{self, IssuedCert};
+use scim_proxy::lab::client::{Answer, ScimClient};
+use scim_proxy::lab::upstream::Override;
+use scim_proxy::lab::devcerts::{self, IssuedCert};
 use serde_json::json;
 use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -2128,7 +2128,7 @@ async fn watching(b: Builder) -> Prepared {
     prepared
 }
 
-fn authorization_of(r: &scim_proxy::demo::upstream::RecordedRequest) -> String {
+fn authorization_of(r: &scim_proxy::lab::upstream::RecordedRequest) -> String {
     r.headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use scim_proxy::demo::client::ScimClient;
-use scim_proxy::devcerts;
+use scim_proxy::lab::client::ScimClient;
+use scim_proxy::lab::devcerts;
 use support::*;
 
 const FLOOD: usize = 500;

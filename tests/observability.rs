@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
-use scim_proxy::demo::client::{Answer, ScimClient};
-use scim_proxy::demo::upstream::{Override, Upstream};
-use scim_proxy::devcerts;
+use scim_proxy::lab::client::{Answer, ScimClient};
+use scim_proxy::lab::upstream::{Override, Upstream};
+use scim_proxy::lab::devcerts;
 use serde_json::{Value, json};
 use support::*;
 
@@ -168,7 +168,7 @@ async fn send(
 }
 
 /// The request the upstream received with this `X-Request-Id`.
-fn upstream_saw(up: &Upstream, rid: &str) -> scim_proxy::demo::upstream::RecordedRequest {
+fn upstream_saw(up: &Upstream, rid: &str) -> scim_proxy::lab::upstream::RecordedRequest {
     let all = up.requests();
     let mut hits = all
         .iter()
@@ -2868,9 +2868,9 @@ async fn an_expired_serving_certificate_is_refused_and_readiness_names_it() {
         .cert_info
         .clone()
         .expect("serving certificate info");
-    assert!(scim_proxy::metrics::readiness_problems(&snapshot, true, SystemTime::now()).is_empty());
+    assert!(scim_proxy::observe::metrics::readiness_problems(&snapshot, true, SystemTime::now()).is_empty());
     let later = info.not_after + Duration::from_secs(1);
-    let problems = scim_proxy::metrics::readiness_problems(&snapshot, true, later);
+    let problems = scim_proxy::observe::metrics::readiness_problems(&snapshot, true, later);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
         problems[0].contains("serving certificate") && problems[0].contains("expired"),
@@ -2924,7 +2924,7 @@ async fn readyz_turns_503_and_healthz_stays_200_while_draining() {
 
 // ================================================================================ 7. token lifecycle
 
-fn bearer_seen(r: &scim_proxy::demo::upstream::RecordedRequest) -> String {
+fn bearer_seen(r: &scim_proxy::lab::upstream::RecordedRequest) -> String {
     r.headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

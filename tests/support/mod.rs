@@ -15,10 +15,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Vers
 use http_body_util::Full;
 use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
-use scim_proxy::demo::client::{Answer, ScimClient};
-use scim_proxy::demo::upstream::{Upstream, UpstreamOptions};
-use scim_proxy::devcerts::{self, DevPki, IssuedCert};
-use scim_proxy::{Problems, Running, Snapshot, runtime};
+use scim_proxy::lab::client::{Answer, ScimClient};
+use scim_proxy::lab::upstream::{Upstream, UpstreamOptions};
+use scim_proxy::lab::devcerts::{self, DevPki, IssuedCert};
+use scim_proxy::{Problems, Running, Snapshot, state};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -425,7 +425,7 @@ impl Prepared {
 
     /// What `serve` and `check` do: read, validate, load everything it names.
     pub fn load(&self) -> Result<Snapshot, Problems> {
-        runtime::read_config(&self.config_path).and_then(|c| runtime::build(c, None))
+        state::read_config(&self.config_path).and_then(|c| state::build(c, None))
     }
 
     pub async fn start(self) -> TestProxy {

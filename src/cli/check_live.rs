@@ -11,8 +11,8 @@ use hyper_rustls::MaybeHttpsStream;
 use tower::{Service, ServiceExt};
 
 use crate::config::Route;
-use crate::runtime::{RouteRuntime, Snapshot};
-use crate::tunnel::TunnelFailure;
+use crate::state::{RouteRuntime, Snapshot};
+use crate::upstream::tunnel::TunnelFailure;
 use crate::upstream::ForwardProxyError;
 
 /// One route's result, printed as a block.
@@ -246,7 +246,7 @@ async fn probe(
         crate::upstream::OnceConnector::new(MaybeHttpsStream::Https(tls)),
     );
     let path_and_query =
-        crate::route::upstream_path_and_query(&route.upstream, "/Users", Some("count=1"));
+        crate::proxy::route::upstream_path_and_query(&route.upstream, "/Users", Some("count=1"));
     let (mut parts, ()) = Request::get("/")
         .header(header::ACCEPT, "application/scim+json")
         .header(
@@ -509,7 +509,7 @@ pub fn render(checks: &[RouteCheck]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devcerts::DevPki;
+    use crate::lab::devcerts::DevPki;
     use crate::tls::tests::verify;
 
     fn meaning_of(ca_pem: &str, leaf_pem: &str, host: &str) -> String {

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
 use crate::proxy::{ConnInfo, ProxyService};
-use crate::runtime::Shared;
+use crate::state::Shared;
 
 /// Per-connection liveness. Idleness is measured in requests, not bytes: HTTP/2 PINGs and their
 /// ACKs move bytes on a connection that does nothing, and must not keep it open.
@@ -185,7 +185,7 @@ async fn handle_connection(
     if expects_proxy_header {
         let header = tokio::time::timeout(
             limits.tls_handshake_timeout,
-            crate::proxy_protocol::read_header(&mut stream),
+            crate::server::proxy_protocol::read_header(&mut stream),
         )
         .await;
         match header {

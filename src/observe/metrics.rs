@@ -12,8 +12,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::runtime::Snapshot;
-use crate::token_expiry::ExpiryState;
+use crate::state::Snapshot;
+use crate::state::token_expiry::ExpiryState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -376,7 +376,7 @@ pub fn readiness_warnings(snapshot: &Snapshot, now: SystemTime) -> Vec<String> {
 /// Logs a warning once a day per route from `token_warn` before `token_expires`, so the v2
 /// token never expires by surprise. After expiry every request logs an error (see proxy).
 pub async fn watch_token_expiry(
-    shared: std::sync::Arc<crate::runtime::Shared>,
+    shared: std::sync::Arc<crate::state::Shared>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut last_warned: std::collections::HashMap<String, std::time::Instant> = Default::default();
@@ -419,7 +419,7 @@ const DROP_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(60
 /// Reports log records dropped since the last report, at most once a minute. Through `tracing`, whose
 /// writer never blocks: when stderr itself is stalled the report is one more counted loss.
 pub async fn watch_log_drops(
-    shared: std::sync::Arc<crate::runtime::Shared>,
+    shared: std::sync::Arc<crate::state::Shared>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut reported = LogDrops::default();

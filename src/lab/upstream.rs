@@ -1861,7 +1861,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devcerts::{DevPki, client_config, server_config};
+    use crate::lab::devcerts::{DevPki, client_config, server_config};
     use hyper_rustls::HttpsConnector;
     use hyper_util::client::legacy::Client;
     use hyper_util::client::legacy::connect::HttpConnector;

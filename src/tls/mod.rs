@@ -421,7 +421,7 @@ pub fn upstream_client_config(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::devcerts::DevPki;
+    use crate::lab::devcerts::DevPki;
 
     fn der(pem: &str) -> CertificateDer<'static> {
         CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()

@@ -7,6 +7,10 @@
 //! credentials, no hop-by-hop) -> pooled client within `upstream_timeout` (502/504) -> response
 //! headers (hop-by-hop, Location, token echo) -> client.
 
+pub mod headers;
+pub mod logging;
+pub mod route;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -22,18 +26,17 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use crate::access::{Exchange, InFlightGauge, Logged};
+use crate::proxy::logging::{Exchange, InFlightGauge, Logged};
 use crate::auth::{self, AuthOutcome};
 use crate::body::{BoxError, ProxyBody};
-use crate::body_filter;
+use crate::body::filter;
 use crate::config::{Listen, Route, UpstreamAuth};
 use crate::error::{ErrorKind, Origin, ProxyError, classify_upstream_error};
-use crate::headers;
-use crate::listener::ConnState;
-use crate::rewrite::{self, Base};
-use crate::route::{self, RouteError};
-use crate::runtime::{RouteRuntime, Shared, Snapshot};
-use crate::scim_op;
+use crate::server::listener::ConnState;
+use crate::scim::base::{self, Base};
+use route::RouteError;
+use crate::state::{RouteRuntime, Shared, Snapshot};
+use crate::scim::reading;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static NETSKOPE_API_TOKEN: HeaderName = HeaderName::from_static("netskope-api-token");
@@ -304,11 +307,11 @@ where
         stall: None,
     };
     let (body, request_json) =
-        body_filter::request_body(&mut parts.headers, counted.boxed_unsync(), body_urls).await?;
+        filter::request_body(&mut parts.headers, counted.boxed_unsync(), body_urls).await?;
     let request_value = request_json
         .as_ref()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
-    exchange.reading = Some(scim_op::read_request(
+    exchange.reading = Some(reading::read_request(
         &method,
         &rest,
         exchange
@@ -382,7 +385,7 @@ where
     }
     redact_token_echo(&mut parts.headers, runtime.token.expose_for_redaction());
     let down_urls = body_urls.map(|(client, upstream)| (upstream, client));
-    let (body, response_json) = body_filter::response_body(
+    let (body, response_json) = filter::response_body(
         &method,
         parts.status,
         &mut parts.headers,
@@ -712,7 +715,7 @@ fn forwarded_proto(listen: &Listen, conn: &ConnInfo, headers: &HeaderMap) -> &'s
 fn rewrite_location_headers(headers: &mut HeaderMap, upstream: &Base, client: &Base) {
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         if let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok())
-            && let Some(new) = rewrite::rewrite_location(v, upstream, client)
+            && let Some(new) = base::rewrite_location(v, upstream, client)
             && let Ok(new) = HeaderValue::from_str(&new)
         {
             headers.insert(name, new);

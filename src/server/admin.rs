@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, full};
-use crate::runtime::Shared;
+use crate::state::Shared;
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
@@ -61,8 +61,8 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
         "/readyz" => {
             let snapshot = shared.state.load();
             let now = SystemTime::now();
-            let problems = crate::metrics::readiness_problems(&snapshot, shared.is_ready(), now);
-            let warnings = crate::metrics::readiness_warnings(&snapshot, now);
+            let problems = crate::observe::metrics::readiness_problems(&snapshot, shared.is_ready(), now);
+            let warnings = crate::observe::metrics::readiness_warnings(&snapshot, now);
             let mut body = if problems.is_empty() {
                 serde_json::json!({"status": "ready"})
             } else {

@@ -1,5 +1,7 @@
 //! The pooled upstream client: egress bind (family-aware), verified TLS, HTTP/1.1 and HTTP/2 by ALPN.
 
+pub mod tunnel;
+
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 use crate::config::{Egress, Limits};
-use crate::tunnel::TunnelFailure;
+use crate::upstream::tunnel::TunnelFailure;
 
 pub type Connector = hyper_rustls::HttpsConnector<EgressConnector>;
 pub type UpstreamClient = Client<Connector, ProxyBody>;
@@ -194,7 +196,7 @@ impl tower::Service<http::Uri> for EgressConnector {
                     let host = uri.host().ok_or("the upstream URL has no host")?;
                     let host = host.trim_start_matches('[').trim_end_matches(']');
                     let port = uri.port_u16().unwrap_or(443);
-                    crate::tunnel::connect(io.inner_mut(), host, port, auth.as_ref(), timeout)
+                    crate::upstream::tunnel::connect(io.inner_mut(), host, port, auth.as_ref(), timeout)
                         .await
                         .map_err(|failure| ForwardProxyError { failure })?;
                     Ok(io)

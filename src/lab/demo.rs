@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::client::{Answer, ScimClient};
 use super::upstream::{Upstream, UpstreamOptions};
-use crate::devcerts::{self, DevPki};
-use crate::{runtime, tls};
+use crate::lab::devcerts::{self, DevPki};
+use crate::{state, tls};
 
 /// Tokens of the demo only: the "old" tokens the IdPs keep, and the REST API v2 token.
 pub const DEMO_OKTA_TOKEN: &str = "okta-old-scim-token";
@@ -51,8 +51,8 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), String> {
     let config_path = dir.join("scim-proxy.toml");
     write(&config_path, &demo_config(listen, upstream.addr()))?;
 
-    let snapshot = runtime::read_config(&config_path)
-        .and_then(|c| runtime::build(c, None))
+    let snapshot = state::read_config(&config_path)
+        .and_then(|c| state::build(c, None))
         .map_err(|p| format!("the demo config does not load:\n{p}"))?;
     let running = crate::start(snapshot, Some(config_path.clone()))
         .await
@@ -86,7 +86,7 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), String> {
         traffic.display()
     );
     let mut report = Vec::new();
-    match crate::report::run(std::slice::from_ref(&traffic), false, &mut report) {
+    match crate::observe::report::run(std::slice::from_ref(&traffic), false, &mut report) {
         Ok(()) => println!("{}", String::from_utf8_lossy(&report)),
         Err(e) => println!("  (no report: {e})"),
     }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TokenSource;
-use crate::runtime::{Shared, Snapshot};
+use crate::state::{Shared, Snapshot};
 
 /// Every file a snapshot was built from.
 pub fn watched_files(snapshot: &Snapshot, config_path: Option<&PathBuf>) -> Vec<PathBuf> {

@@ -1,6 +1,10 @@
 //! Loading: config file -> validated config -> everything it points at (tokens, certificates, roots,
 //! egress), collected into one immutable `Snapshot`. Reload builds a new one and swaps it in whole.
 
+pub mod reload;
+pub mod token_expiry;
+pub mod v2_token;
+
 use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,13 +18,13 @@ use arc_swap::ArcSwap;
 use rustls_pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body_rewrite::Needles;
+use crate::body::rewrite::Needles;
 use crate::config::{self, Config, PiiMode, Problem, Problems, Route, TokenSource, TrafficSink};
-use crate::rewrite::Base;
-use crate::secret::V2Token;
+use crate::scim::base::Base;
+use crate::state::v2_token::V2Token;
 use crate::tls;
-use crate::token_expiry::TokenExpiry;
-use crate::traffic_log::{Pii, PiiPolicy, TrafficLog};
+use crate::state::token_expiry::TokenExpiry;
+use crate::observe::traffic_log::{Pii, PiiPolicy, TrafficLog};
 use crate::upstream::{self, Family, UpstreamClient};
 
 /// Everything one request needs, loaded at once. A request takes one snapshot and keeps it to the end.
@@ -79,8 +83,8 @@ pub struct Shared {
     /// The proxy listener accepts and no shutdown has begun.
     pub accepting: AtomicBool,
     pub retry_budget: RetryBudget,
-    pub metrics: crate::metrics::Metrics,
-    pub auth_watch: crate::access::AuthWatch,
+    pub metrics: crate::observe::metrics::Metrics,
+    pub auth_watch: crate::proxy::logging::AuthWatch,
     /// Opened once at start; moving it needs a restart.
     pub traffic: Option<TrafficLog>,
 }
@@ -140,7 +144,7 @@ impl Shared {
                 })?,
             ),
         };
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::observe::metrics::Metrics::new();
         metrics.declare_routes(&snapshot.config);
         Ok(Arc::new(Shared {
             state: ArcSwap::from_pointee(snapshot),
@@ -148,16 +152,16 @@ impl Shared {
             accepting: AtomicBool::new(false),
             retry_budget: RetryBudget::new(Duration::from_secs(10), 10),
             metrics,
-            auth_watch: crate::access::AuthWatch::new(),
+            auth_watch: crate::proxy::logging::AuthWatch::new(),
             traffic,
         }))
     }
 
     /// Log records dropped since start because a sink did not keep up.
-    pub fn log_drops(&self) -> crate::metrics::LogDrops {
-        crate::metrics::LogDrops {
+    pub fn log_drops(&self) -> crate::observe::metrics::LogDrops {
+        crate::observe::metrics::LogDrops {
             traffic: self.traffic.as_ref().map_or(0, TrafficLog::dropped),
-            tracing: crate::metrics::tracing_dropped(),
+            tracing: crate::observe::metrics::tracing_dropped(),
         }
     }
 

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::scim_op::{
+use crate::scim::reading::{
     FilterToken, Resource, ScimReading, attr_segments, filter_tokens, form_decode, get_ci,
     scim_error,
 };
@@ -992,7 +992,7 @@ fn guard<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scim_op::read_request;
+    use crate::scim::reading::read_request;
     use http::Method;
     use serde_json::json;
     use std::sync::Arc;
@@ -1071,7 +1071,7 @@ mod tests {
         let error = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
             "scimType": "uniqueness",
             "detail": "User 'test.user@okta.local' already exists", "status": "409"});
-        crate::scim_op::complete_from_response(&mut reading, 409, Some(&error));
+        crate::scim::reading::complete_from_response(&mut reading, 409, Some(&error));
         rec.set_reading(&reading, &pii);
         rec.set_upstream_error(&error, &reading, &pii);
         rec.error = None;

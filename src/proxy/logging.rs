@@ -15,11 +15,11 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ProxyBody};
 use crate::error::ErrorKind;
-use crate::listener::InFlight;
-use crate::metrics::{RequestLabels, RouteLabels, StatusClass};
-use crate::runtime::{Shared, Snapshot};
-use crate::scim_op::{self, ScimReading};
-use crate::traffic_log::TrafficRecord;
+use crate::server::listener::InFlight;
+use crate::observe::metrics::{RequestLabels, RouteLabels, StatusClass};
+use crate::state::{Shared, Snapshot};
+use crate::scim::reading::{self, ScimReading};
+use crate::observe::traffic_log::TrafficRecord;
 
 /// Everything known about one request, filled in phase by phase.
 pub struct Exchange {
@@ -42,7 +42,7 @@ pub struct Exchange {
     pub retried: bool,
     pub reading: Option<ScimReading>,
     pub request_json: Option<Bytes>,
-    pub response_json: Option<crate::body_filter::UpstreamCopy>,
+    pub response_json: Option<crate::body::filter::UpstreamCopy>,
     /// Request body bytes read from the client so far.
     pub bytes_in: Arc<AtomicU64>,
     /// The IdP's `max_requests_per_client` slot, held until the response is done.
@@ -223,7 +223,7 @@ impl Done {
                     .and_then(|i| snapshot.routes.get(i))
                     .map(|r| &r.token_redaction);
                 let masked = match token {
-                    Some(t) => crate::body_filter::redact(bytes, t),
+                    Some(t) => crate::body::filter::redact(bytes, t),
                     None => bytes.clone(),
                 };
                 serde_json::from_slice::<serde_json::Value>(&masked).ok()
@@ -233,7 +233,7 @@ impl Done {
         if shared.traffic.is_some()
             && let Some(reading) = exchange.reading.as_mut()
         {
-            scim_op::complete_from_response(
+            reading::complete_from_response(
                 reading,
                 exchange.upstream_status.unwrap_or(status),
                 response_value.as_ref(),
@@ -302,7 +302,7 @@ impl Done {
             &exchange.path_and_query,
             pii,
         );
-        record.ts = crate::traffic_log::rfc3339_millis(exchange.arrived);
+        record.ts = crate::observe::traffic_log::rfc3339_millis(exchange.arrived);
         if let Some(route) = exchange.route_index.and_then(|i| snapshot.routes.get(i)) {
             record.add_secret(route.token_redaction.secret());
         }

@@ -17,12 +17,12 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, LengthLimitError};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::body_rewrite::{
+use crate::body::rewrite::{
     JsonRedactBody, JsonStringRedact, JsonUrlRewriter, Needles, RedactBody, RewriteBody,
     StreamRedact, Transform,
 };
 use crate::error::{ErrorKind, ProxyError};
-use crate::rewrite::Base;
+use crate::scim::base::Base;
 
 /// Bodies up to this size with a known length are rewritten in one piece.
 pub const WHOLE_BODY_LIMIT: u64 = 256 * 1024;

@@ -1,5 +1,8 @@
 //! The one body type the proxy hands to hyper in both directions, and small constructors.
 
+pub mod filter;
+pub mod rewrite;
+
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::BoxError;
-use crate::rewrite::Base;
+use crate::scim::base::Base;
 
 /// One accepted spelling of the `from` base: origin bytes (compared ASCII-case-insensitively) then path.
 #[derive(Debug, Clone)]
@@ -1217,7 +1217,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rewrite::rewrite_absolute;
+    use crate::scim::base::rewrite_absolute;
     use proptest::prelude::*;
     use std::collections::VecDeque;
 
@@ -1898,7 +1898,7 @@ mod tests {
         out
     }
 
-    /// The expected output, from the decoded strings and `rewrite::rewrite_absolute`.
+    /// The expected output, from the decoded strings and `base::rewrite_absolute`.
     fn oracle(segs: &[Seg], from: &Base, to: &Base) -> (Vec<u8>, bool) {
         let to_url = to.url();
         let mut out = Vec::new();
