@@ -18,8 +18,8 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use scim_proxy::lab::client::{Answer, ScimClient};
-use scim_proxy::lab::upstream::{Override, Upstream};
 use scim_proxy::lab::devcerts;
+use scim_proxy::lab::upstream::{Override, Upstream};
 use serde_json::{Value, json};
 use support::*;
 
@@ -2868,9 +2868,12 @@ async fn an_expired_serving_certificate_is_refused_and_readiness_names_it() {
         .cert_info
         .clone()
         .expect("serving certificate info");
-    assert!(scim_proxy::observe::metrics::readiness_problems(&snapshot, true, SystemTime::now()).is_empty());
+    assert!(
+        scim_proxy::state::readiness::readiness_problems(&snapshot, true, SystemTime::now())
+            .is_empty()
+    );
     let later = info.not_after + Duration::from_secs(1);
-    let problems = scim_proxy::observe::metrics::readiness_problems(&snapshot, true, later);
+    let problems = scim_proxy::state::readiness::readiness_problems(&snapshot, true, later);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
         problems[0].contains("serving certificate") && problems[0].contains("expired"),

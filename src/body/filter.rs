@@ -16,11 +16,11 @@ use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, LengthLimitError};
 
-use crate::body::{BoxError, ProxyBody};
 use crate::body::rewrite::{
     JsonRedactBody, JsonStringRedact, JsonUrlRewriter, Needles, RedactBody, RewriteBody,
     StreamRedact, Transform,
 };
+use crate::body::{BoxError, ProxyBody};
 use crate::error::{ErrorKind, ProxyError};
 use crate::scim::base::Base;
 

@@ -12,8 +12,8 @@ use tower::{Service, ServiceExt};
 
 use crate::config::Route;
 use crate::state::{RouteRuntime, Snapshot};
-use crate::upstream::tunnel::TunnelFailure;
 use crate::upstream::ForwardProxyError;
+use crate::upstream::tunnel::TunnelFailure;
 
 /// One route's result, printed as a block.
 #[derive(Debug)]

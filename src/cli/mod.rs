@@ -266,22 +266,21 @@ async fn test_upstream(
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let upstream = match crate::lab::upstream::Upstream::start(
-        crate::lab::upstream::UpstreamOptions {
+    let upstream =
+        match crate::lab::upstream::Upstream::start(crate::lab::upstream::UpstreamOptions {
             bind: listen,
             tls,
             base_path: base_path.clone(),
             tokens: vec![token],
-        },
-    )
-    .await
-    {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("cannot listen on {listen}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        })
+        .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     upstream.log_requests(log_requests);
     println!(
         "test upstream serving {scheme}://{}{base_path} (Ctrl-C or SIGTERM to stop)",
@@ -446,7 +445,10 @@ fn report_token_expiry(snapshot: &crate::Snapshot) -> bool {
             continue;
         };
         let key = format!("routes[{i}].token_expires");
-        if matches!(state, crate::state::token_expiry::ExpiryState::Expired { .. }) {
+        if matches!(
+            state,
+            crate::state::token_expiry::ExpiryState::Expired { .. }
+        ) {
             expired = true;
             eprintln!(
                 "{}: {key}: in the past: {what}",
@@ -518,9 +520,7 @@ fn summary_lines(
     });
     lines.push(match &c.log.traffic {
         crate::config::TrafficSink::Off => "traffic  log off".to_string(),
-        crate::config::TrafficSink::Stdout => {
-            "traffic  log to stdout (JSON lines)".to_string()
-        }
+        crate::config::TrafficSink::Stdout => "traffic  log to stdout (JSON lines)".to_string(),
         crate::config::TrafficSink::File(path) => format!(
             "traffic  log to {} (JSON lines, rotated at {} bytes, {} kept)",
             path.display(),

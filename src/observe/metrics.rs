@@ -12,8 +12,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::state::Snapshot;
-use crate::state::token_expiry::ExpiryState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -290,7 +288,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the token expiry gauges and drop counters brought up to date.
-    pub fn render(&self, snapshot: &Snapshot, drops: &LogDrops) -> String {
+    /// `token_expiry`: per route with a `token_expires`, whether the date still applies to the token
+    /// in use, and the date.
+    pub fn render(&self, token_expiry: &[(&str, bool, SystemTime)], drops: &LogDrops) -> String {
         {
             let _one_at_a_time = self
                 .log_drops_synced
@@ -309,19 +309,16 @@ impl Metrics {
         let now = SystemTime::now();
         self.token_expiry_seconds.clear();
         self.token_expiry_stale.clear();
-        for (route, runtime) in snapshot.config.routes.iter().zip(&snapshot.routes) {
-            let Some(expiry) = &runtime.token_expiry else {
-                continue;
-            };
+        for &(route, applies, date) in token_expiry {
             let labels = RouteLabels {
-                route: route.name.clone(),
+                route: route.to_string(),
             };
             self.token_expiry_stale
                 .get_or_create(&labels)
-                .set(i64::from(!expiry.applies()));
+                .set(i64::from(!applies));
             // A date written for another token says nothing about this one.
-            if expiry.applies() {
-                let secs = match expiry.date.duration_since(now) {
+            if applies {
+                let secs = match date.duration_since(now) {
                     Ok(d) => d.as_secs_f64(),
                     Err(e) => -e.duration().as_secs_f64(),
                 };
@@ -333,111 +330,5 @@ impl Metrics {
             out.clear();
         }
         out
-    }
-}
-
-/// Why the proxy is not ready, one line each; empty when it is.
-pub fn readiness_problems(snapshot: &Snapshot, accepting: bool, now: SystemTime) -> Vec<String> {
-    let mut problems = Vec::new();
-    if !accepting {
-        problems
-            .push("the proxy listener is not accepting (starting or shutting down)".to_string());
-    }
-    if let Some(cert) = &snapshot.cert_info
-        && cert.is_expired(now)
-    {
-        problems.push(format!(
-            "the serving certificate ({}) expired at {}",
-            cert.subject,
-            humantime::format_rfc3339_seconds(cert.not_after)
-        ));
-    }
-    problems
-}
-
-/// What an admin should act on although the proxy serves: an expired, soon-expiring or
-/// rotated-but-undated v2 token. Not readiness: an upstream that refuses a token refuses it for
-/// every replica, and the IdP must keep seeing the upstream's real answer.
-pub fn readiness_warnings(snapshot: &Snapshot, now: SystemTime) -> Vec<String> {
-    snapshot
-        .config
-        .routes
-        .iter()
-        .zip(&snapshot.routes)
-        .filter_map(|(route, runtime)| {
-            runtime
-                .token_expiry
-                .as_ref()?
-                .warning(&route.name, &route.token, now, route.token_warn)
-        })
-        .collect()
-}
-
-/// Logs a warning once a day per route from `token_warn` before `token_expires`, so the v2
-/// token never expires by surprise. After expiry every request logs an error (see proxy).
-pub async fn watch_token_expiry(
-    shared: std::sync::Arc<crate::state::Shared>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut last_warned: std::collections::HashMap<String, std::time::Instant> = Default::default();
-    loop {
-        let now = SystemTime::now();
-        let snapshot = shared.state.load();
-        for (route, runtime) in snapshot.config.routes.iter().zip(&snapshot.routes) {
-            let Some(expiry) = &runtime.token_expiry else {
-                continue;
-            };
-            // Past expiry every request logs an error (see proxy); here: soon, and rotated undated.
-            let days_left = match expiry.state(now, route.token_warn) {
-                ExpiryState::Fine { .. } | ExpiryState::Expired { .. } => continue,
-                ExpiryState::Soon { left } => Some(left.as_secs() / 86_400),
-                ExpiryState::Stale => None,
-            };
-            let Some(warning) = expiry.warning(&route.name, &route.token, now, route.token_warn)
-            else {
-                continue;
-            };
-            let due = last_warned
-                .get(&route.name)
-                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(86_400));
-            if due {
-                last_warned.insert(route.name.clone(), std::time::Instant::now());
-                tracing::warn!(route = %route.name, days_left, "{warning}");
-            }
-        }
-        drop(snapshot);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
-        }
-    }
-}
-
-/// How often lost log records are reported on stderr at most.
-const DROP_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Reports log records dropped since the last report, at most once a minute. Through `tracing`, whose
-/// writer never blocks: when stderr itself is stalled the report is one more counted loss.
-pub async fn watch_log_drops(
-    shared: std::sync::Arc<crate::state::Shared>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut reported = LogDrops::default();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(DROP_REPORT_EVERY) => {}
-        }
-        let now = shared.log_drops();
-        if now != reported {
-            tracing::warn!(
-                traffic = now.traffic - reported.traffic.min(now.traffic),
-                tracing = now.tracing - reported.tracing.min(now.tracing),
-                traffic_total = now.traffic,
-                tracing_total = now.tracing,
-                "log records dropped in the last minute: the log sink (stdout, the traffic file or stderr) is not keeping up"
-            );
-            reported = now;
-        }
     }
 }

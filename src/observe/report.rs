@@ -668,8 +668,8 @@ mod tests {
 
     #[test]
     fn reads_what_the_writer_writes() {
-        use crate::scim::reading::read_request;
         use crate::observe::traffic_log::{Pii, PiiPolicy, TrafficLog, TrafficRecord};
+        use crate::scim::reading::read_request;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.log");
         let pii = PiiPolicy::new(Pii::Hash, b"k".to_vec());

@@ -1,11 +1,10 @@
 //! The logging phase of a request: what happened (`Exchange`, filled in by the proxy as it goes),
 //! written as one traffic-log record and counted in the metrics when the response body is done.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -13,13 +12,13 @@ use bytes::Bytes;
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
 
+use super::conn::InFlight;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::ErrorKind;
-use crate::server::listener::InFlight;
 use crate::observe::metrics::{RequestLabels, RouteLabels, StatusClass};
-use crate::state::{Shared, Snapshot};
-use crate::scim::reading::{self, ScimReading};
 use crate::observe::traffic_log::TrafficRecord;
+use crate::scim::reading::{self, ScimReading};
+use crate::state::{Shared, Snapshot};
 
 /// Everything known about one request, filled in phase by phase.
 pub struct Exchange {
@@ -356,56 +355,4 @@ impl Done {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Upstream 401/403 bursts, explained once in a while per route: they are what an expired or
-/// revoked v2 token, missing SCIM scopes, or a non-allowlisted egress IP look like.
-pub struct AuthWatch {
-    state: Mutex<HashMap<String, Burst>>,
-}
-
-/// Per route: when the current window began, refusals in it, when it was last explained.
-type Burst = (Instant, u32, Option<Instant>);
-
-impl Default for AuthWatch {
-    fn default() -> Self {
-        AuthWatch::new()
-    }
-}
-
-impl AuthWatch {
-    const WINDOW: Duration = Duration::from_secs(60);
-    const BURST: u32 = 3;
-    const QUIET: Duration = Duration::from_secs(300);
-
-    pub fn new() -> AuthWatch {
-        AuthWatch {
-            state: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn record(&self, route: &str, status: u16) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        let entry = state.entry(route.to_string()).or_insert((now, 0, None));
-        if now.duration_since(entry.0) > Self::WINDOW {
-            *entry = (now, 0, entry.2);
-        }
-        entry.1 += 1;
-        if entry.1 >= Self::BURST
-            && entry
-                .2
-                .is_none_or(|last| now.duration_since(last) > Self::QUIET)
-        {
-            entry.2 = Some(now);
-            tracing::error!(
-                route,
-                status,
-                count = entry.1,
-                "the upstream keeps refusing the REST API v2 token (401/403). Most likely: the v2 token expired or was revoked (Settings > Tools > REST API v2), it lacks the SCIM Users/Groups Read+Write scopes, or this proxy's egress IP is not on the tenant's IP allowlist (Settings > Administration > IP Allowlist)"
-            );
-        }
-    }
 }

@@ -7,13 +7,14 @@
 //! credentials, no hop-by-hop) -> pooled client within `upstream_timeout` (502/504) -> response
 //! headers (hop-by-hop, Location, token echo) -> client.
 
+pub mod conn;
 pub mod headers;
 pub mod logging;
 pub mod route;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,34 +27,22 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use crate::proxy::logging::{Exchange, InFlightGauge, Logged};
 use crate::auth::{self, AuthOutcome};
-use crate::body::{BoxError, ProxyBody};
 use crate::body::filter;
+use crate::body::{BoxError, ProxyBody};
 use crate::config::{Listen, Route, UpstreamAuth};
-use crate::error::{ErrorKind, Origin, ProxyError, classify_upstream_error};
-use crate::server::listener::ConnState;
+use crate::error::{ErrorKind, Origin, ProxyError};
+use crate::proxy::logging::{Exchange, InFlightGauge, Logged};
 use crate::scim::base::{self, Base};
-use route::RouteError;
-use crate::state::{RouteRuntime, Shared, Snapshot};
 use crate::scim::reading;
+use crate::state::{RouteRuntime, Shared, Snapshot};
+use crate::upstream::classify::classify_upstream_error;
+pub use conn::ConnInfo;
+use route::RouteError;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static NETSKOPE_API_TOKEN: HeaderName = HeaderName::from_static("netskope-api-token");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// What the listener knows about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The client: the TCP peer, or the address a trusted PROXY header named.
-    pub peer: SocketAddr,
-    /// The TCP peer itself (a load balancer, with the PROXY protocol).
-    pub tcp_peer: SocketAddr,
-    pub tls: bool,
-    /// The server name the client sent in the TLS handshake, if any.
-    pub sni: Option<String>,
-    pub state: Arc<ConnState>,
-}
 
 #[derive(Clone)]
 pub struct ProxyService {

@@ -61,8 +61,9 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
         "/readyz" => {
             let snapshot = shared.state.load();
             let now = SystemTime::now();
-            let problems = crate::observe::metrics::readiness_problems(&snapshot, shared.is_ready(), now);
-            let warnings = crate::observe::metrics::readiness_warnings(&snapshot, now);
+            let problems =
+                crate::state::readiness::readiness_problems(&snapshot, shared.is_ready(), now);
+            let warnings = crate::state::readiness::readiness_warnings(&snapshot, now);
             let mut body = if problems.is_empty() {
                 serde_json::json!({"status": "ready"})
             } else {
@@ -85,9 +86,10 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
             json(status, body.to_string())
         }
         "/metrics" => {
-            let text = shared
-                .metrics
-                .render(&shared.state.load(), &shared.log_drops());
+            let text = shared.metrics.render(
+                &shared.state.load().token_expiry_dates(),
+                &shared.log_drops(),
+            );
             let mut res = Response::new(full(text));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,

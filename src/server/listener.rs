@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,88 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
-use crate::proxy::{ConnInfo, ProxyService};
+use crate::proxy::ProxyService;
+use crate::proxy::conn::{ConnInfo, ConnState};
 use crate::state::Shared;
-
-/// Per-connection liveness. Idleness is measured in requests, not bytes: HTTP/2 PINGs and their
-/// ACKs move bytes on a connection that does nothing, and must not keep it open.
-#[derive(Debug)]
-pub struct ConnState {
-    started: Instant,
-    /// When the last request started or ended (ms since `started`).
-    last_request_ms: AtomicU64,
-    in_flight: AtomicUsize,
-    /// Whether the client has sent any byte (after the TLS handshake).
-    read_any: std::sync::atomic::AtomicBool,
-    /// Since when a write has been waiting on a client that does not read (ms since `started`,
-    /// plus one; 0 while writes progress).
-    write_blocked_since_ms: AtomicU64,
-}
-
-impl ConnState {
-    pub fn new() -> ConnState {
-        ConnState {
-            started: Instant::now(),
-            last_request_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            read_any: std::sync::atomic::AtomicBool::new(false),
-            write_blocked_since_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn touch(&self) {
-        self.last_request_ms.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        Duration::from_millis(
-            self.now_ms()
-                .saturating_sub(self.last_request_ms.load(Ordering::Relaxed)),
-        )
-    }
-
-    fn write_blocked(&self, blocked: bool) {
-        if !blocked {
-            self.write_blocked_since_ms.store(0, Ordering::Relaxed);
-        } else if self.write_blocked_since_ms.load(Ordering::Relaxed) == 0 {
-            self.write_blocked_since_ms
-                .store(self.now_ms().saturating_add(1), Ordering::Relaxed);
-        }
-    }
-
-    fn write_blocked_for(&self) -> Duration {
-        match self.write_blocked_since_ms.load(Ordering::Relaxed) {
-            0 => Duration::ZERO,
-            since => Duration::from_millis(self.now_ms().saturating_sub(since - 1)),
-        }
-    }
-
-    /// Marks a request in flight until the guard drops.
-    pub fn request_started(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.touch();
-        InFlight(self.clone())
-    }
-}
-
-impl Default for ConnState {
-    fn default() -> Self {
-        ConnState::new()
-    }
-}
-
-pub struct InFlight(Arc<ConnState>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.touch();
-    }
-}
 
 /// Accepts until `shutdown`, then gives in-flight requests `shutdown_grace` before closing them.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -334,11 +255,11 @@ async fn serve_http<I>(
                 }
                 // hyper's header_read_timeout starts only once HTTP/1 is chosen; a connection that
                 // sends nothing after the handshake is held to it here.
-                if !state.read_any.load(Ordering::Relaxed) && state.started.elapsed() >= first_byte_timeout {
+                if state.silent_for().is_some_and(|t| t >= first_byte_timeout) {
                     tracing::debug!(peer = %peer, "closing a connection that sent no request within header_read_timeout");
                     return;
                 }
-                if state.in_flight.load(Ordering::Acquire) == 0 && state.idle_for() >= idle_timeout {
+                if state.requests_in_flight() == 0 && state.idle_for() >= idle_timeout {
                     tracing::debug!(peer = %peer, "closing idle connection");
                     connection.as_mut().graceful_shutdown();
                     draining = true;
@@ -410,7 +331,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.state.read_any.store(true, Ordering::Relaxed);
+            self.state.mark_read();
         }
         result
     }

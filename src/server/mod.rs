@@ -14,7 +14,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Problems;
-use crate::observe::metrics;
 use crate::state::reload;
 use crate::state::{Shared, Snapshot};
 
@@ -115,8 +114,11 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
     if shared.config_path.is_some() {
         tasks.spawn(reload::watch(shared.clone(), shutdown.clone()));
     }
-    tasks.spawn(metrics::watch_log_drops(shared.clone(), shutdown.clone()));
-    tasks.spawn(metrics::watch_token_expiry(
+    tasks.spawn(crate::state::watch::watch_log_drops(
+        shared.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::state::watch::watch_token_expiry(
         shared.clone(),
         shutdown.clone(),
     ));

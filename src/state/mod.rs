@@ -1,9 +1,11 @@
 //! Loading: config file -> validated config -> everything it points at (tokens, certificates, roots,
 //! egress), collected into one immutable `Snapshot`. Reload builds a new one and swaps it in whole.
 
+pub mod readiness;
 pub mod reload;
 pub mod token_expiry;
 pub mod v2_token;
+pub mod watch;
 
 use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -20,11 +22,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::rewrite::Needles;
 use crate::config::{self, Config, PiiMode, Problem, Problems, Route, TokenSource, TrafficSink};
+use crate::observe::traffic_log::{Pii, PiiPolicy, TrafficLog};
 use crate::scim::base::Base;
+use crate::state::token_expiry::TokenExpiry;
 use crate::state::v2_token::V2Token;
 use crate::tls;
-use crate::state::token_expiry::TokenExpiry;
-use crate::observe::traffic_log::{Pii, PiiPolicy, TrafficLog};
 use crate::upstream::{self, Family, UpstreamClient};
 
 /// Everything one request needs, loaded at once. A request takes one snapshot and keeps it to the end.
@@ -73,6 +75,20 @@ impl Snapshot {
     pub fn route(&self, i: usize) -> Option<(&Route, &RouteRuntime)> {
         Some((self.config.routes.get(i)?, self.routes.get(i)?))
     }
+
+    /// Per route with a `token_expires`: its name, whether the date applies to the token in use,
+    /// and the date (for the metrics).
+    pub fn token_expiry_dates(&self) -> Vec<(&str, bool, std::time::SystemTime)> {
+        self.config
+            .routes
+            .iter()
+            .zip(&self.routes)
+            .filter_map(|(route, runtime)| {
+                let expiry = runtime.token_expiry.as_ref()?;
+                Some((route.name.as_str(), expiry.applies(), expiry.date))
+            })
+            .collect()
+    }
 }
 
 /// State shared by the listeners, the admin endpoints and the reloader.
@@ -84,7 +100,7 @@ pub struct Shared {
     pub accepting: AtomicBool,
     pub retry_budget: RetryBudget,
     pub metrics: crate::observe::metrics::Metrics,
-    pub auth_watch: crate::proxy::logging::AuthWatch,
+    pub auth_watch: crate::observe::auth_watch::AuthWatch,
     /// Opened once at start; moving it needs a restart.
     pub traffic: Option<TrafficLog>,
 }
@@ -152,7 +168,7 @@ impl Shared {
             accepting: AtomicBool::new(false),
             retry_budget: RetryBudget::new(Duration::from_secs(10), 10),
             metrics,
-            auth_watch: crate::proxy::logging::AuthWatch::new(),
+            auth_watch: crate::observe::auth_watch::AuthWatch::new(),
             traffic,
         }))
     }

@@ -1,5 +1,6 @@
 //! The pooled upstream client: egress bind (family-aware), verified TLS, HTTP/1.1 and HTTP/2 by ALPN.
 
+pub mod classify;
 pub mod tunnel;
 
 use std::future::Future;
@@ -196,9 +197,15 @@ impl tower::Service<http::Uri> for EgressConnector {
                     let host = uri.host().ok_or("the upstream URL has no host")?;
                     let host = host.trim_start_matches('[').trim_end_matches(']');
                     let port = uri.port_u16().unwrap_or(443);
-                    crate::upstream::tunnel::connect(io.inner_mut(), host, port, auth.as_ref(), timeout)
-                        .await
-                        .map_err(|failure| ForwardProxyError { failure })?;
+                    crate::upstream::tunnel::connect(
+                        io.inner_mut(),
+                        host,
+                        port,
+                        auth.as_ref(),
+                        timeout,
+                    )
+                    .await
+                    .map_err(|failure| ForwardProxyError { failure })?;
                     Ok(io)
                 })
             }
