@@ -1020,7 +1020,6 @@ impl Served {
                 let addr = v["addr"].as_str()?.parse::<SocketAddr>().ok()?;
                 let admin = v["admin"]
                     .as_str()
-                    .and_then(|a| a.strip_prefix("Some(")?.strip_suffix(')'))
                     .and_then(|a| a.parse::<SocketAddr>().ok());
                 Some((addr, admin))
             });
