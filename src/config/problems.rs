@@ -81,6 +81,11 @@ impl ProblemList {
         });
     }
 
+    /// The file the problems are about.
+    pub(crate) fn file(&self) -> &Path {
+        &self.file
+    }
+
     /// How many so far: a part compares it before and after to learn whether it added any.
     pub(crate) fn count(&self) -> usize {
         self.found.len()

@@ -25,107 +25,107 @@ macro_rules! raw_tables {
 }
 
 raw_tables! {
-#[derive(Debug, Default, Deserialize)]
-struct RawConfig {
-    listen: Option<RawListen>,
-    admin: Option<RawAdmin>,
-    limits: Option<RawLimits>,
-    egress: Option<RawEgress>,
-    reload: Option<RawReload>,
-    log: Option<RawLog>,
-    runtime: Option<RawRuntime>,
-    #[serde(default)]
-    routes: Vec<RawRoute>,
-}
+    #[derive(Debug, Default, Deserialize)]
+    struct RawConfig {
+        listen: Option<RawListen>,
+        admin: Option<RawAdmin>,
+        limits: Option<RawLimits>,
+        egress: Option<RawEgress>,
+        reload: Option<RawReload>,
+        log: Option<RawLog>,
+        runtime: Option<RawRuntime>,
+        #[serde(default)]
+        routes: Vec<RawRoute>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawListen {
-    addr: Option<String>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    allow_cidrs: Option<Vec<String>>,
-    proxy_protocol: Option<bool>,
-    trusted_proxies: Option<Vec<String>>,
-}
+    #[derive(Debug, Default, Deserialize)]
+    struct RawListen {
+        addr: Option<String>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        allow_cidrs: Option<Vec<String>>,
+        proxy_protocol: Option<bool>,
+        trusted_proxies: Option<Vec<String>>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawLog {
-    traffic: Option<String>,
-    max_file_bytes: Option<RawSize>,
-    keep_files: Option<u64>,
-    queue_records: Option<u64>,
-    pii: Option<String>,
-    pii_key_file: Option<PathBuf>,
-    pii_key_env: Option<String>,
-    capture_bodies: Option<bool>,
-}
+    #[derive(Debug, Default, Deserialize)]
+    struct RawLog {
+        traffic: Option<String>,
+        max_file_bytes: Option<RawSize>,
+        keep_files: Option<u64>,
+        queue_records: Option<u64>,
+        pii: Option<String>,
+        pii_key_file: Option<PathBuf>,
+        pii_key_env: Option<String>,
+        capture_bodies: Option<bool>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawRuntime {
-    worker_threads: Option<u64>,
-}
+    #[derive(Debug, Default, Deserialize)]
+    struct RawRuntime {
+        worker_threads: Option<u64>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawReload {
-    watch: Option<bool>,
-    interval: Option<String>,
-}
+    #[derive(Debug, Default, Deserialize)]
+    struct RawReload {
+        watch: Option<bool>,
+        interval: Option<String>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawAdmin {
-    addr: Option<String>,
-}
+    #[derive(Debug, Default, Deserialize)]
+    struct RawAdmin {
+        addr: Option<String>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawLimits {
-    upstream_timeout: Option<String>,
-    upstream_connect_timeout: Option<String>,
-    upstream_idle_timeout: Option<String>,
-    header_read_timeout: Option<String>,
-    body_read_timeout: Option<String>,
-    tls_handshake_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    shutdown_grace: Option<String>,
-    max_body: Option<RawSize>,
-    max_header_bytes: Option<RawSize>,
-    max_headers: Option<u64>,
-    max_connections: Option<u64>,
-    max_requests_per_client: Option<u64>,
-    max_concurrent_streams: Option<u64>,
-}
+    #[derive(Debug, Default, Deserialize)]
+    struct RawLimits {
+        upstream_timeout: Option<String>,
+        upstream_connect_timeout: Option<String>,
+        upstream_idle_timeout: Option<String>,
+        header_read_timeout: Option<String>,
+        body_read_timeout: Option<String>,
+        tls_handshake_timeout: Option<String>,
+        idle_timeout: Option<String>,
+        shutdown_grace: Option<String>,
+        max_body: Option<RawSize>,
+        max_header_bytes: Option<RawSize>,
+        max_headers: Option<u64>,
+        max_connections: Option<u64>,
+        max_requests_per_client: Option<u64>,
+        max_concurrent_streams: Option<u64>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawEgress {
-    bind_ip: Option<String>,
-    ca_file: Option<PathBuf>,
-    via_proxy: Option<String>,
-    via_proxy_auth_file: Option<PathBuf>,
-    via_proxy_auth_env: Option<String>,
-}
+    #[derive(Debug, Default, Deserialize)]
+    struct RawEgress {
+        bind_ip: Option<String>,
+        ca_file: Option<PathBuf>,
+        via_proxy: Option<String>,
+        via_proxy_auth_file: Option<PathBuf>,
+        via_proxy_auth_env: Option<String>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawRoute {
-    name: Option<String>,
-    upstream: Option<String>,
-    token_file: Option<PathBuf>,
-    token_env: Option<String>,
-    hosts: Option<Vec<String>>,
-    public_url: Option<String>,
-    legacy_tenant_id: Option<String>,
-    upstream_auth: Option<String>,
-    token_expires: Option<String>,
-    token_warn_days: Option<u64>,
-    rewrite_body_urls: Option<bool>,
-    #[serde(default)]
-    clients: Vec<RawClient>,
-}
+    #[derive(Debug, Default, Deserialize)]
+    struct RawRoute {
+        name: Option<String>,
+        upstream: Option<String>,
+        token_file: Option<PathBuf>,
+        token_env: Option<String>,
+        hosts: Option<Vec<String>>,
+        public_url: Option<String>,
+        legacy_tenant_id: Option<String>,
+        upstream_auth: Option<String>,
+        token_expires: Option<String>,
+        token_warn_days: Option<u64>,
+        rewrite_body_urls: Option<bool>,
+        #[serde(default)]
+        clients: Vec<RawClient>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawClient {
-    name: Option<String>,
-    token_sha256: Option<String>,
-    additional_token_sha256: Option<Vec<String>>,
-}
+    #[derive(Debug, Default, Deserialize)]
+    struct RawClient {
+        name: Option<String>,
+        token_sha256: Option<String>,
+        additional_token_sha256: Option<Vec<String>>,
+    }
 }
 
 /// A size as operators write it: `4194304`, `"4MiB"`, `"512KiB"`, `"1MB"`.

@@ -10,21 +10,20 @@ mod route;
 mod routes;
 mod scalars;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::model::{Admin, Config};
 use super::problems::{ProblemList, Problems};
 use super::raw::RawConfig;
 
+/// Validates one file, collecting what is wrong with it.
 pub(super) struct Validator {
-    file: PathBuf,
     found: ProblemList,
 }
 
 impl Validator {
     pub(super) fn new(file: &Path) -> Validator {
         Validator {
-            file: file.to_path_buf(),
             found: ProblemList::new(file),
         }
     }
@@ -65,7 +64,7 @@ impl Validator {
             self.problem("admin.addr", "must differ from listen.addr");
         }
         let config = Config {
-            source: self.file,
+            source: self.found.file().to_path_buf(),
             listen,
             admin,
             limits,
