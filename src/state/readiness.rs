@@ -29,10 +29,7 @@ pub fn readiness_problems(snapshot: &Snapshot, accepting: bool, now: SystemTime)
 /// every replica, and the IdP must keep seeing the upstream's real answer.
 pub fn readiness_warnings(snapshot: &Snapshot, now: SystemTime) -> Vec<String> {
     snapshot
-        .config
-        .routes
-        .iter()
-        .zip(&snapshot.routes)
+        .routes()
         .filter_map(|(route, runtime)| {
             runtime
                 .token_expiry

@@ -16,7 +16,7 @@ pub async fn watch_token_expiry(
     loop {
         let now = SystemTime::now();
         let snapshot = shared.state.load();
-        for (route, runtime) in snapshot.config.routes.iter().zip(&snapshot.routes) {
+        for (route, runtime) in snapshot.routes() {
             let Some(expiry) = &runtime.token_expiry else {
                 continue;
             };
