@@ -1,6 +1,6 @@
 //! The plain-words summary of what a config makes the proxy do.
 
-use crate::config::Config;
+use crate::config::{Config, Route, TrafficSink};
 
 /// What the config makes the proxy do, in plain words: `check` prints it, `serve` logs it.
 /// `listen` and `admin` are the bound addresses (a port 0 in the config becomes a real one).
@@ -26,7 +26,14 @@ pub(super) fn summary_lines(
             lines.push("admin    none ([admin] not set: no /healthz, /readyz, /metrics)".into())
         }
     }
-    lines.push(match (c.egress.bind_ip, &c.egress.via_proxy) {
+    lines.push(egress_line(c));
+    lines.push(traffic_line(c));
+    lines.extend(c.routes.iter().map(route_line));
+    lines
+}
+
+fn egress_line(c: &Config) -> String {
+    match (c.egress.bind_ip, &c.egress.via_proxy) {
         (Some(ip), None) => format!("egress   from {ip}"),
         (None, None) => "egress   from the default route's address (no bind_ip)".to_string(),
         (Some(ip), Some(p)) => format!(
@@ -34,38 +41,42 @@ pub(super) fn summary_lines(
             p.url
         ),
         (None, Some(p)) => format!("egress   through forward proxy {}", p.url),
-    });
-    lines.push(match &c.log.traffic {
-        crate::config::TrafficSink::Off => "traffic  log off".to_string(),
-        crate::config::TrafficSink::Stdout => "traffic  log to stdout (JSON lines)".to_string(),
-        crate::config::TrafficSink::File(path) => format!(
+    }
+}
+
+fn traffic_line(c: &Config) -> String {
+    match &c.log.traffic {
+        TrafficSink::Off => "traffic  log off".to_string(),
+        TrafficSink::Stdout => "traffic  log to stdout (JSON lines)".to_string(),
+        TrafficSink::File(path) => format!(
             "traffic  log to {} (JSON lines, rotated at {} bytes, {} kept)",
             path.display(),
             c.log.max_file_bytes,
             c.log.keep_files
         ),
-    });
-    for r in &c.routes {
-        let hosts = if r.hosts.is_empty() {
-            "any host".to_string()
-        } else {
-            r.hosts.join(", ")
-        };
-        let prefixes = match &r.legacy_tenant_id {
-            Some(t) => format!("/SCIM/v2, /SCIM/V2/{t}"),
-            None => "/SCIM/v2".to_string(),
-        };
-        let clients: Vec<&str> = r.clients.iter().map(|c| c.name.as_str()).collect();
-        lines.push(format!(
-            "route    {}: {} {} -> {} (token from {}, sent as {}; IdPs: {})",
-            r.name,
-            hosts,
-            prefixes,
-            r.upstream.url(),
-            r.token,
-            r.upstream_auth,
-            clients.join(", ")
-        ));
     }
-    lines
+}
+
+/// Which requests a route takes, where it sends them, with which token, for which IdPs.
+fn route_line(r: &Route) -> String {
+    let hosts = if r.hosts.is_empty() {
+        "any host".to_string()
+    } else {
+        r.hosts.join(", ")
+    };
+    let prefixes = match &r.legacy_tenant_id {
+        Some(t) => format!("/SCIM/v2, /SCIM/V2/{t}"),
+        None => "/SCIM/v2".to_string(),
+    };
+    let clients: Vec<&str> = r.clients.iter().map(|c| c.name.as_str()).collect();
+    format!(
+        "route    {}: {} {} -> {} (token from {}, sent as {}; IdPs: {})",
+        r.name,
+        hosts,
+        prefixes,
+        r.upstream.url(),
+        r.token,
+        r.upstream_auth,
+        clients.join(", ")
+    )
 }

@@ -6,9 +6,11 @@ use serde_json::{Map, Value};
 
 use super::attrs::{canonical, get_ci, key_ci, merge_ci, remove_ci, set_ci};
 use super::error::{ScimError, invalid_path, invalid_syntax};
+use super::filter::Cmp;
 use super::patch_request::OpKind;
 use super::path::{AttrPath, parse_attr_path};
 
+/// Applies one operation to `attrs`; the caller works on a copy, so an error leaves nothing half done.
 pub(super) fn apply_op(
     attrs: &mut Map<String, Value>,
     op: OpKind,
@@ -16,30 +18,7 @@ pub(super) fn apply_op(
     value: Option<Value>,
 ) -> Result<(), ScimError> {
     let Some(path) = path else {
-        if op == OpKind::Remove {
-            return Err(ScimError::bad_request(
-                "noTarget",
-                "remove needs a path".into(),
-            ));
-        }
-        let Some(Value::Object(obj)) = value else {
-            return Err(invalid_syntax(
-                "an operation without path needs an object value",
-            ));
-        };
-        for (key, v) in obj {
-            // Okta sends `id` along; read-only attributes are ignored here.
-            if ["id", "meta", "schemas"]
-                .iter()
-                .any(|k| k.eq_ignore_ascii_case(&key))
-            {
-                continue;
-            }
-            let p = parse_attr_path(&key, true)
-                .map_err(|e| invalid_path(format!("bad attribute {key:?}: {e}")))?;
-            apply_op(attrs, op, Some(&p), Some(v))?;
-        }
-        return Ok(());
+        return apply_pathless(attrs, op, value);
     };
     let create = op != OpKind::Remove;
     let scope = match &path.container {
@@ -60,55 +39,8 @@ pub(super) fn apply_op(
             None => return Ok(()),
         },
     };
-    let need_value = |v: Option<Value>| v.ok_or_else(|| invalid_syntax("value is required"));
     match (&path.value_filter, &path.sub) {
-        (None, None) => match op {
-            OpKind::Remove => {
-                let key = key_ci(scope, &path.attr);
-                match (key.and_then(|k| scope.get_mut(&k)), value) {
-                    (Some(Value::Array(items)), Some(v)) => {
-                        // Entra's default: remove listed members by value.
-                        let drop: HashSet<String> = match v {
-                            Value::Array(a) => a.iter().map(element_key).collect(),
-                            one => HashSet::from([element_key(&one)]),
-                        };
-                        items.retain(|item| !drop.contains(&element_key(item)));
-                    }
-                    _ => {
-                        remove_ci(scope, &path.attr);
-                    }
-                }
-            }
-            OpKind::Add => {
-                let v = need_value(value)?;
-                let key = key_ci(scope, &path.attr);
-                match (key.and_then(|k| scope.get_mut(&k)), v) {
-                    (Some(Value::Array(items)), v) => {
-                        let new = match v {
-                            Value::Array(a) => a,
-                            one => vec![one],
-                        };
-                        let mut seen: HashSet<String> = items.iter().map(element_key).collect();
-                        for n in new {
-                            if seen.insert(element_key(&n)) {
-                                items.push(n);
-                            }
-                        }
-                    }
-                    (Some(Value::Object(existing)), Value::Object(new)) => merge_ci(existing, new),
-                    (_, v) => set_ci(scope, &path.attr, v),
-                }
-            }
-            OpKind::Replace => {
-                let v = need_value(value)?;
-                let key = key_ci(scope, &path.attr);
-                match (key.and_then(|k| scope.get_mut(&k)), v) {
-                    // RFC 7644 §3.5.2.3: sub-attributes not given stay unchanged.
-                    (Some(Value::Object(existing)), Value::Object(new)) => merge_ci(existing, new),
-                    (_, v) => set_ci(scope, &path.attr, v),
-                }
-            }
-        },
+        (None, None) => apply_to_attr(scope, op, &path.attr, value),
         (None, Some(sub)) => {
             let Some(obj) = child_object(scope, &path.attr, create)? else {
                 return Ok(());
@@ -119,72 +51,187 @@ pub(super) fn apply_op(
                 }
                 _ => set_ci(obj, sub, need_value(value)?),
             }
+            Ok(())
         }
-        (Some(vf), sub) => {
-            let key = match key_ci(scope, &path.attr) {
-                Some(k) => k,
-                None if create => {
-                    let k = canonical(&path.attr);
-                    scope.insert(k.clone(), Value::Array(Vec::new()));
-                    k
-                }
-                None => return Ok(()),
-            };
-            let Some(slot) = scope.get_mut(&key) else {
+        (Some(filter), sub) => {
+            let Some(items) = multi_valued(scope, &path.attr, create)? else {
                 return Ok(());
             };
-            if slot.is_null() {
-                *slot = Value::Array(Vec::new());
-            }
-            let Value::Array(items) = slot else {
-                return Err(invalid_path(format!("{} is not multi-valued", path.attr)));
-            };
-            let hit = |item: &Value| item.as_object().is_some_and(|o| vf.matches(o));
             match op {
-                OpKind::Remove => match sub {
-                    Some(sub) => {
-                        for item in items.iter_mut().filter(|i| hit(i)) {
-                            if let Value::Object(o) = item {
-                                remove_ci(o, sub);
-                            }
-                        }
-                    }
-                    None => items.retain(|i| !hit(i)),
-                },
+                OpKind::Remove => remove_filtered(items, filter, sub.as_deref()),
                 OpKind::Add | OpKind::Replace => {
-                    let v = need_value(value)?;
-                    let mut found = false;
-                    for item in items.iter_mut().filter(|i| hit(i)) {
-                        found = true;
-                        match (sub, item, &v) {
-                            (Some(sub), Value::Object(o), _) => set_ci(o, sub, v.clone()),
-                            (None, Value::Object(o), Value::Object(new)) => {
-                                merge_ci(o, new.clone())
-                            }
-                            (None, item, _) => *item = v.clone(),
-                            (Some(_), _, _) => {}
-                        }
-                    }
-                    if !found {
-                        // Lenient like most providers: create the element the filter names.
-                        let mut o = Map::new();
-                        o.insert(canonical(&vf.path.attr), vf.value.clone());
-                        match (sub, v) {
-                            (Some(sub), v) => set_ci(&mut o, sub, v),
-                            (None, Value::Object(new)) => merge_ci(&mut o, new),
-                            (None, _) => {
-                                return Err(ScimError::bad_request(
-                                    "noTarget",
-                                    "value filter matched nothing".into(),
-                                ));
-                            }
-                        }
-                        items.push(Value::Object(o));
-                    }
+                    set_filtered(items, filter, sub.as_deref(), need_value(value)?)?
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn need_value(value: Option<Value>) -> Result<Value, ScimError> {
+    value.ok_or_else(|| invalid_syntax("value is required"))
+}
+
+/// No path: the value is an object of attribute (or dotted/URN path) to value, each applied in turn.
+fn apply_pathless(
+    attrs: &mut Map<String, Value>,
+    op: OpKind,
+    value: Option<Value>,
+) -> Result<(), ScimError> {
+    if op == OpKind::Remove {
+        return Err(ScimError::bad_request(
+            "noTarget",
+            "remove needs a path".into(),
+        ));
+    }
+    let Some(Value::Object(obj)) = value else {
+        return Err(invalid_syntax(
+            "an operation without path needs an object value",
+        ));
+    };
+    for (key, v) in obj {
+        // Okta sends `id` along; read-only attributes are ignored here.
+        if ["id", "meta", "schemas"]
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&key))
+        {
+            continue;
+        }
+        let p = parse_attr_path(&key, true)
+            .map_err(|e| invalid_path(format!("bad attribute {key:?}: {e}")))?;
+        apply_op(attrs, op, Some(&p), Some(v))?;
+    }
+    Ok(())
+}
+
+/// A plain attribute: multi-valued ones gain or lose elements, complex ones merge.
+fn apply_to_attr(
+    scope: &mut Map<String, Value>,
+    op: OpKind,
+    attr: &str,
+    value: Option<Value>,
+) -> Result<(), ScimError> {
+    let key = key_ci(scope, attr);
+    let existing = key.and_then(|k| scope.get_mut(&k));
+    match (op, existing, value) {
+        // Entra's default: remove listed members by value.
+        (OpKind::Remove, Some(Value::Array(items)), Some(v)) => {
+            let drop: HashSet<String> = match v {
+                Value::Array(a) => a.iter().map(element_key).collect(),
+                one => HashSet::from([element_key(&one)]),
+            };
+            items.retain(|item| !drop.contains(&element_key(item)));
+        }
+        (OpKind::Remove, _, _) => {
+            remove_ci(scope, attr);
+        }
+        (OpKind::Add, existing, value) => match (existing, need_value(value)?) {
+            (Some(Value::Array(items)), v) => add_elements(items, v),
+            (Some(Value::Object(existing)), Value::Object(new)) => merge_ci(existing, new),
+            (_, v) => set_ci(scope, attr, v),
+        },
+        (OpKind::Replace, existing, value) => match (existing, need_value(value)?) {
+            // RFC 7644 §3.5.2.3: sub-attributes not given stay unchanged.
+            (Some(Value::Object(existing)), Value::Object(new)) => merge_ci(existing, new),
+            (_, v) => set_ci(scope, attr, v),
+        },
+    }
+    Ok(())
+}
+
+/// Adds the elements not there yet (by [`element_key`]), in order.
+fn add_elements(items: &mut Vec<Value>, v: Value) {
+    let new = match v {
+        Value::Array(a) => a,
+        one => vec![one],
+    };
+    let mut seen: HashSet<String> = items.iter().map(element_key).collect();
+    for n in new {
+        if seen.insert(element_key(&n)) {
+            items.push(n);
+        }
+    }
+}
+
+/// The multi-valued attribute `attr` as a list, created (or a null made a list) when asked.
+fn multi_valued<'m>(
+    scope: &'m mut Map<String, Value>,
+    attr: &str,
+    create: bool,
+) -> Result<Option<&'m mut Vec<Value>>, ScimError> {
+    let key = match key_ci(scope, attr) {
+        Some(k) => k,
+        None if create => {
+            let k = canonical(attr);
+            scope.insert(k.clone(), Value::Array(Vec::new()));
+            k
+        }
+        None => return Ok(None),
+    };
+    let Some(slot) = scope.get_mut(&key) else {
+        return Ok(None);
+    };
+    if slot.is_null() {
+        *slot = Value::Array(Vec::new());
+    }
+    match slot {
+        Value::Array(items) => Ok(Some(items)),
+        _ => Err(invalid_path(format!("{attr} is not multi-valued"))),
+    }
+}
+
+fn filter_hits(filter: &Cmp, item: &Value) -> bool {
+    item.as_object().is_some_and(|o| filter.matches(o))
+}
+
+/// `attr[filter]` removes the matching elements; `attr[filter].sub` only that sub-attribute.
+fn remove_filtered(items: &mut Vec<Value>, filter: &Cmp, sub: Option<&str>) {
+    match sub {
+        Some(sub) => {
+            for item in items.iter_mut().filter(|i| filter_hits(filter, i)) {
+                if let Value::Object(o) = item {
+                    remove_ci(o, sub);
                 }
             }
         }
+        None => items.retain(|i| !filter_hits(filter, i)),
     }
+}
+
+/// Sets (or merges into) the matching elements; with none, creates the element the filter names.
+fn set_filtered(
+    items: &mut Vec<Value>,
+    filter: &Cmp,
+    sub: Option<&str>,
+    v: Value,
+) -> Result<(), ScimError> {
+    let mut found = false;
+    for item in items.iter_mut().filter(|i| filter_hits(filter, i)) {
+        found = true;
+        match (sub, item, &v) {
+            (Some(sub), Value::Object(o), _) => set_ci(o, sub, v.clone()),
+            (None, Value::Object(o), Value::Object(new)) => merge_ci(o, new.clone()),
+            (None, item, _) => *item = v.clone(),
+            (Some(_), _, _) => {}
+        }
+    }
+    if found {
+        return Ok(());
+    }
+    // Lenient like most providers: create the element the filter names.
+    let mut o = Map::new();
+    o.insert(canonical(&filter.path.attr), filter.value.clone());
+    match (sub, v) {
+        (Some(sub), v) => set_ci(&mut o, sub, v),
+        (None, Value::Object(new)) => merge_ci(&mut o, new),
+        (None, _) => {
+            return Err(ScimError::bad_request(
+                "noTarget",
+                "value filter matched nothing".into(),
+            ));
+        }
+    }
+    items.push(Value::Object(o));
     Ok(())
 }
 

@@ -45,60 +45,31 @@ pub(super) fn find_close_bracket(s: &str) -> Option<usize> {
 
 /// `allow_filter` is false inside brackets, so nesting depth is bounded.
 pub(super) fn parse_attr_path(s: &str, allow_filter: bool) -> Result<AttrPath, String> {
-    let mut s = s.trim();
-    let mut container = None;
-    if strip_prefix_ci(s, "urn:").is_some() {
-        let core = [USER_URN, GROUP_URN]
-            .iter()
-            .find_map(|u| strip_prefix_ci(s, u).and_then(|r| r.strip_prefix(':')));
-        if let Some(rest) = core {
-            s = rest;
-        } else if s.eq_ignore_ascii_case(ENTERPRISE_URN) {
+    let (container, s) = match split_urn(s.trim())? {
+        Urn::WholeExtension => {
             return Ok(AttrPath {
                 container: None,
                 attr: ENTERPRISE_URN.to_string(),
                 value_filter: None,
                 sub: None,
             });
-        } else {
-            let head_end = s.find('[').unwrap_or(s.len());
-            let colon = s
-                .get(..head_end)
-                .and_then(|h| h.rfind(':'))
-                .ok_or_else(|| format!("bad attribute URN in {s:?}"))?;
-            let urn = s.get(..colon).unwrap_or_default();
-            container = Some(if urn.eq_ignore_ascii_case(ENTERPRISE_URN) {
-                ENTERPRISE_URN.to_string()
-            } else {
-                urn.to_string()
-            });
-            s = s.get(colon + 1..).unwrap_or_default();
         }
-    }
+        Urn::Split(container, rest) => (container, rest),
+    };
     let name_end = s.find(['[', '.']).unwrap_or(s.len());
-    let (attr, mut rest) = s.split_at(name_end);
+    let (attr, rest) = s.split_at(name_end);
     if !valid_name(attr) {
         return Err(format!("bad attribute name {attr:?}"));
     }
-    let mut value_filter = None;
-    if rest.starts_with('[') {
+    let (value_filter, rest) = if rest.starts_with('[') {
         if !allow_filter {
             return Err("nested value filters are not supported".into());
         }
-        let close = find_close_bracket(rest).ok_or("unclosed '['")?;
-        let inner = rest.get(1..close).unwrap_or_default();
-        let mut p = Parser::new(inner);
-        let cmp = p.cmp(false)?;
-        p.ws();
-        if !p.eof() {
-            return Err(format!("unsupported value filter {inner:?}"));
-        }
-        if cmp.path.container.is_some() || cmp.path.sub.is_some() {
-            return Err(format!("unsupported value filter {inner:?}"));
-        }
-        value_filter = Some(Box::new(cmp));
-        rest = rest.get(close + 1..).unwrap_or_default();
-    }
+        let (cmp, rest) = value_filter(rest)?;
+        (Some(Box::new(cmp)), rest)
+    } else {
+        (None, rest)
+    };
     let mut sub = None;
     if let Some(s) = rest.strip_prefix('.') {
         if !valid_name(s) {
@@ -114,4 +85,58 @@ pub(super) fn parse_attr_path(s: &str, allow_filter: bool) -> Result<AttrPath, S
         value_filter,
         sub,
     })
+}
+
+/// What a leading schema URN makes of a path.
+enum Urn<'a> {
+    /// The enterprise extension itself, as a whole attribute.
+    WholeExtension,
+    /// The extension holding the attribute (none for the core schemas), and the path after it.
+    Split(Option<String>, &'a str),
+}
+
+fn split_urn(s: &str) -> Result<Urn<'_>, String> {
+    if strip_prefix_ci(s, "urn:").is_none() {
+        return Ok(Urn::Split(None, s));
+    }
+    let core = [USER_URN, GROUP_URN]
+        .iter()
+        .find_map(|u| strip_prefix_ci(s, u).and_then(|r| r.strip_prefix(':')));
+    if let Some(rest) = core {
+        return Ok(Urn::Split(None, rest));
+    }
+    if s.eq_ignore_ascii_case(ENTERPRISE_URN) {
+        return Ok(Urn::WholeExtension);
+    }
+    let head_end = s.find('[').unwrap_or(s.len());
+    let colon = s
+        .get(..head_end)
+        .and_then(|h| h.rfind(':'))
+        .ok_or_else(|| format!("bad attribute URN in {s:?}"))?;
+    let urn = s.get(..colon).unwrap_or_default();
+    let container = if urn.eq_ignore_ascii_case(ENTERPRISE_URN) {
+        ENTERPRISE_URN.to_string()
+    } else {
+        urn.to_string()
+    };
+    Ok(Urn::Split(
+        Some(container),
+        s.get(colon + 1..).unwrap_or_default(),
+    ))
+}
+
+/// `[sub eq "v"]` at the start of `rest`: the comparison, and what follows the `]`.
+fn value_filter(rest: &str) -> Result<(Cmp, &str), String> {
+    let close = find_close_bracket(rest).ok_or("unclosed '['")?;
+    let inner = rest.get(1..close).unwrap_or_default();
+    let mut p = Parser::new(inner);
+    let cmp = p.cmp(false)?;
+    p.ws();
+    if !p.eof() {
+        return Err(format!("unsupported value filter {inner:?}"));
+    }
+    if cmp.path.container.is_some() || cmp.path.sub.is_some() {
+        return Err(format!("unsupported value filter {inner:?}"));
+    }
+    Ok((cmp, rest.get(close + 1..).unwrap_or_default()))
 }
