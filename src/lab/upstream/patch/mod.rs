@@ -1,4 +1,10 @@
-//! Reading a PatchOp request: its schema, and each operation's op, path and value.
+//! PATCH (RFC 7644 §3.5.2): reading a PatchOp request (its schema, and each operation's op,
+//! path and value); `apply` carries the operations out.
+
+mod apply;
+mod filtered;
+#[cfg(test)]
+mod tests;
 
 use serde_json::Value;
 
@@ -7,6 +13,8 @@ use super::attrs::get_ci;
 use super::error::{ScimError, invalid_path, invalid_syntax};
 use super::path::{AttrPath, parse_attr_path};
 use super::resource::parse_object;
+
+pub(super) use apply::apply_op;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum OpKind {
