@@ -180,3 +180,98 @@ async fn forward(
     exchange.client_slot = Some(client_slot);
     Ok(res)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::proxy::send::InMemory;
+    use crate::proxy::testing::{OKTA, V2_TOKEN, conn, fixture, scim_get};
+    use std::sync::Mutex;
+
+    type Seen = Arc<Mutex<Vec<http::request::Parts>>>;
+
+    /// An upstream in memory that keeps every request head and answers 200 with a user.
+    fn recording(seen: Seen) -> impl Upstream {
+        InMemory(tower::service_fn(move |req: Request<ProxyBody>| {
+            seen.lock().unwrap().push(req.into_parts().0);
+            async {
+                let user = r#"{"id":"7","meta":{"location":"https://acme.goskope.com/api/v2/scim/Users/7"}}"#;
+                let res = Response::builder()
+                    .header(http::header::CONTENT_TYPE, "application/scim+json")
+                    .body(crate::body::full(user))?;
+                Ok::<_, BoxError>(res)
+            }
+        }))
+    }
+
+    async fn run(
+        req: http::request::Builder,
+        seen: &Seen,
+    ) -> (Result<Response<ProxyBody>, ProxyError>, Exchange) {
+        let f = fixture("", "", "");
+        let _dir = f.dir;
+        let shared = Shared::new(f.snapshot, None).unwrap();
+        let snapshot = shared.state.load_full();
+        let conn = conn("192.0.2.1:40000", false, None);
+        let req = req.body(crate::body::empty()).unwrap();
+        let mut exchange = Exchange::new(
+            "rid".into(),
+            req.method().clone(),
+            "/".into(),
+            conn.peer.ip(),
+        );
+        let upstream = recording(seen.clone());
+        let res = forward((&shared, &snapshot, &conn), &upstream, req, &mut exchange).await;
+        (res, exchange)
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_through_every_phase_to_the_upstream_and_back() {
+        let seen = Seen::default();
+        let (res, exchange) = run(scim_get("/SCIM/v2/Users/7"), &seen).await;
+        let res = res.unwrap();
+        let sent = seen.lock().unwrap().pop().unwrap();
+        assert_eq!(sent.uri, "https://acme.goskope.com/api/v2/scim/Users/7");
+        assert_eq!(
+            sent.headers[http::header::AUTHORIZATION],
+            format!("Bearer {V2_TOKEN}").as_str()
+        );
+        assert_eq!(res.status(), 200);
+        assert_eq!(exchange.route.as_deref(), Some("acme"));
+        assert_eq!(
+            (exchange.client.as_deref(), exchange.auth),
+            (Some("okta"), Some("ok"))
+        );
+        assert_eq!(
+            exchange.upstream_path.as_deref(),
+            Some("/api/v2/scim/Users/7")
+        );
+        assert_eq!(exchange.upstream_status, Some(200));
+        assert_eq!(exchange.reading.as_ref().map(|r| r.op), Some("user.read"));
+        assert!(exchange.client_slot.is_some() && !exchange.retried);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_recorded_as_far_as_the_request_got_and_nothing_is_sent() {
+        let seen = Seen::default();
+        let wrong = scim_get("/SCIM/v2/Users")
+            .header(http::header::AUTHORIZATION, format!("Bearer x{OKTA}"));
+        let (res, mut exchange) = run(wrong, &seen).await;
+        let e = res.err().unwrap();
+        assert_eq!(e.kind, ErrorKind::Unauthorized);
+        assert_eq!(
+            (exchange.route.as_deref(), exchange.auth),
+            (Some("acme"), Some("bad-scheme"))
+        );
+        assert!(seen.lock().unwrap().is_empty() && exchange.upstream_path.is_none());
+        let answer = rescue::rescue(e, &mut exchange);
+        assert_eq!(answer.status(), 401);
+        assert!(
+            answer
+                .headers()
+                .contains_key(http::header::WWW_AUTHENTICATE)
+        );
+        assert_eq!(exchange.error, Some(ErrorKind::Unauthorized));
+    }
+}

@@ -19,7 +19,7 @@ pub(crate) const HOST: &str = "scim.example";
 
 /// A snapshot and the directory its token file lives in.
 pub(crate) struct Fixture {
-    _dir: TempDir,
+    pub dir: TempDir,
     pub snapshot: Snapshot,
 }
 
@@ -38,10 +38,7 @@ pub(crate) fn fixture(listen: &str, limits: &str, route: &str) -> Fixture {
     let config = crate::config::parse(&toml, &dir.path().join("scim-proxy.toml"))
         .unwrap_or_else(|p| panic!("config: {p:?}"));
     let snapshot = crate::state::build(config, None).unwrap_or_else(|p| panic!("build: {p:?}"));
-    Fixture {
-        _dir: dir,
-        snapshot,
-    }
+    Fixture { dir, snapshot }
 }
 
 /// A connection from `peer`, on TLS with `sni` when given.
