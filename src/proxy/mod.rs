@@ -1,48 +1,50 @@
-//! The request path as a tower `Service`: route, authenticate, swap the token, forward, rewrite, log.
-//!
-//! Phases, in order (each refusal is answered here and nothing is forwarded):
-//! request id -> one config snapshot -> client address (X-Forwarded-For from trusted proxies only,
-//! 403) -> served host and SNI on TLS (421) -> route by host (404) -> path safety and prefix (400/414/404) -> bearer auth (401) -> body
-//! limit (413) -> per-IdP in-flight cap (429) -> upstream request (path, Host, v2 token, no inbound
-//! credentials, no hop-by-hop) -> pooled client within `upstream_timeout` (502/504) -> response
-//! headers (hop-by-hop, Location, token echo) -> client.
+//! The request path as a tower `Service`: `forward` runs the phases in order, one module each,
+//! and records what each found in the `Exchange`; `rescue` turns any refusal into the answer;
+//! `logging` writes the record when the response body is done.
 
 pub mod conn;
 pub mod headers;
 pub mod logging;
 pub mod route;
 
+mod admit;
+mod authenticate;
+mod client_address;
+mod counted;
+mod request_id;
+mod rescue;
+mod respond;
+mod routing;
+mod send;
+mod served_name;
+#[cfg(test)]
+mod testing;
+mod upstream_request;
+
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
 
-use crate::auth::{self, AuthOutcome};
-use crate::body::filter;
 use crate::body::{BoxError, ProxyBody};
-use crate::config::{Listen, Route, UpstreamAuth};
-use crate::error::{ErrorKind, Origin, ProxyError};
+use crate::error::ProxyError;
 use crate::proxy::logging::{Exchange, InFlightGauge, Logged};
-use crate::scim::base::{self, Base};
-use crate::scim::reading;
-use crate::state::{RouteRuntime, Shared, Snapshot};
-use crate::upstream::classify::classify_upstream_error;
+use crate::state::{Shared, Snapshot};
+pub use admit::ClientSlot;
 pub use conn::ConnInfo;
-use route::RouteError;
+use routing::Destination;
+use send::{Replay, SendContext, Upstream};
+use upstream_request::upstream_body;
+pub(crate) use upstream_request::upstream_head;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static NETSKOPE_API_TOKEN: HeaderName = HeaderName::from_static("netskope-api-token");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 #[derive(Clone)]
 pub struct ProxyService {
@@ -79,6 +81,8 @@ where
     }
 }
 
+/// One request against one config snapshot: forwarded, or rescued into a SCIM Error; either way
+/// answered with its request id, and logged when the response body is done.
 async fn handle<B>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<B>) -> Response<ProxyBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -87,34 +91,21 @@ where
     let in_flight = conn.state.request_started();
     let gauge = InFlightGauge::start(&shared);
     let snapshot = shared.state.load_full();
-    let request_id = request_id(req.headers());
     let path_and_query = req
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
     let mut exchange = Exchange::new(
-        request_id,
+        request_id::request_id(req.headers()),
         req.method().clone(),
         path_and_query,
         conn.peer.ip(),
     );
-
-    let forwarded = forward(&shared, &snapshot, &conn, req, &mut exchange).await;
-    let mut res = match forwarded {
+    let req = req.map(|body| body.map_err(Into::into).boxed_unsync());
+    let context = (&*shared, &*snapshot, &*conn);
+    let mut res = match forward(context, &snapshot.client, req, &mut exchange).await {
         Ok(res) => res,
-        Err(e) => {
-            exchange.error = Some(e.kind);
-            if e.kind.origin() != Origin::Downstream {
-                tracing::warn!(
-                    request_id = %exchange.request_id,
-                    route = exchange.route.as_deref().unwrap_or("-"),
-                    kind = e.kind.as_str(),
-                    detail = %e.detail,
-                    "upstream failure"
-                );
-            }
-            e.into_response()
-        }
+        Err(e) => rescue::rescue(e, &mut exchange),
     };
     if let Ok(v) = HeaderValue::from_str(&exchange.request_id) {
         res.headers_mut().insert(X_REQUEST_ID.clone(), v);
@@ -126,651 +117,161 @@ where
     })
 }
 
-async fn forward<B>(
-    shared: &Shared,
-    snapshot: &Snapshot,
-    conn: &ConnInfo,
-    req: Request<B>,
+/// The request path, phase by phase. A phase refuses with a `ProxyError` (answered by `rescue`,
+/// nothing forwarded); what it found is recorded here, before any later phase can refuse, so the
+/// log shows how far the request got.
+async fn forward(
+    (shared, snapshot, conn): (&Shared, &Snapshot, &ConnInfo),
+    upstream: &dyn Upstream,
+    req: Request<ProxyBody>,
     exchange: &mut Exchange,
-) -> Result<Response<ProxyBody>, ProxyError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    let config = &snapshot.config;
-
-    let client_ip = client_ip(&config.listen, conn, &parts.headers);
-    exchange.client_ip = client_ip;
-    if client_ip != conn.peer.ip() && !config.listen.is_allowed(client_ip) {
-        return Err(ProxyError::new(
-            ErrorKind::Forbidden,
-            "client address not allowed",
-        ));
-    }
-
-    // The authority (absolute-form or HTTP/2) wins over Host; either only selects among configured routes.
-    let client_authority = client_authority(&parts)?;
-    refuse_unknown_transfer_coding(&parts.headers)?;
-    if conn.tls {
-        check_served_name(snapshot, conn, client_authority.as_deref())?;
-    }
-    let index = route::select_route(&config.routes, client_authority.as_deref())
-        .map_err(|_| ProxyError::new(ErrorKind::NotFound, "no route serves this host"))?;
-    let (route, runtime) = snapshot
-        .route(index)
-        .ok_or_else(|| ProxyError::new(ErrorKind::Internal, "route table out of step"))?;
-    exchange.route = Some(route.name.clone());
-    exchange.route_index = Some(index);
-    if let Some(expiry) = &runtime.token_expiry
-        && expiry.applies()
-        && expiry.date <= std::time::SystemTime::now()
-    {
-        let expires = expiry.date;
-        // Still forwarded: the upstream decides, and the IdP sees its real answer.
-        tracing::error!(
-            route = %route.name,
-            expired = %humantime::format_rfc3339_seconds(expires),
-            "the route's REST API v2 token is past token_expires: issue a new one and write it to {}",
-            route.token
-        );
-    }
-
-    let mapped = route::map_path(route, parts.uri.path()).map_err(|e| match e {
-        RouteError::UnknownHost | RouteError::NotFound => ProxyError::new(
-            ErrorKind::NotFound,
-            "not a SCIM endpoint of this proxy: use /SCIM/v2/Users or /SCIM/v2/Groups",
-        ),
-        RouteError::Unsafe(why) => ProxyError::new(
-            ErrorKind::BadRequest,
-            format!("refused request target: {why}"),
-        ),
-        RouteError::TooLong => ProxyError::new(ErrorKind::UriTooLong, "request target too long"),
-    })?;
-
-    let auth = auth::authenticate(
-        &route.clients,
-        parts
-            .headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .map(|v| v.as_bytes()),
-    );
-    exchange.auth = Some(auth.as_str());
-    let client_index = match auth {
-        AuthOutcome::Ok(i) => i,
-        AuthOutcome::Missing => {
-            return Err(ProxyError::new(
-                ErrorKind::Unauthorized,
-                "missing Authorization: Bearer token",
-            ));
-        }
-        AuthOutcome::BadScheme => {
-            return Err(ProxyError::new(
-                ErrorKind::Unauthorized,
-                "malformed Authorization header: expected one `Bearer <token>`",
-            ));
-        }
-        AuthOutcome::UnknownToken => {
-            return Err(ProxyError::new(
-                ErrorKind::Unauthorized,
-                "the bearer token is not valid for this endpoint",
-            ));
-        }
-    };
+    let (listen, limits) = (&snapshot.config.listen, &snapshot.config.limits);
+    // Who asks: a trusted proxy may name the client, who must then pass allow_cidrs (403).
+    exchange.client_ip = client_address::client_ip(listen, conn, &parts.headers);
+    client_address::check_allowed(listen, conn, exchange.client_ip)?;
+    // The name addressed (400); it only ever selects among configured routes.
+    let addressed = served_name::addressed(&parts, listen, conn)?;
+    // Framing the upstream would take for plain bytes (501).
+    admit::refuse_unknown_transfer_coding(&parts.headers)?;
+    // On TLS a name this proxy serves, and the SNI (421): a forged Host is never reflected.
+    served_name::check_served_name(snapshot, conn, addressed.authority())?;
+    // The route (404), recorded first so that every later refusal is logged under it.
+    let (index, route, runtime) = routing::select(snapshot, addressed.authority())?;
+    (exchange.route, exchange.route_index) = (Some(route.name.clone()), Some(index));
+    routing::warn_if_token_expired(route, runtime);
+    // Only safe targets under a legacy prefix (404/400/414).
+    let mapped = routing::map_path(route, parts.uri.path())?;
+    // The IdP by its old token (401); the outcome is logged whatever it is.
+    let outcome = authenticate::authenticate(route, &parts.headers);
+    exchange.auth = Some(outcome.as_str());
+    let client_index = authenticate::accepted(outcome)?;
     exchange.client = route.clients.get(client_index).map(|c| c.name.clone());
-
-    let limits = &config.limits;
-    let declared_len = content_length(&parts.headers)?;
-    if declared_len.is_some_and(|n| n > limits.max_body) {
-        return Err(too_large(limits.max_body));
-    }
-
-    let client_slot = runtime
-        .client_in_flight
-        .get(client_index)
-        .and_then(|counter| ClientSlot::take(counter, limits.max_requests_per_client))
-        .ok_or_else(|| {
-            ProxyError::new(
-                ErrorKind::TooManyRequests,
-                format!(
-                    "this IdP already has {} requests in flight through the proxy",
-                    limits.max_requests_per_client
-                ),
-            )
-        })?;
-
-    // The base URLs are given back under: `public_url`, else the authority the client addressed,
-    // which is a name this proxy serves (checked above on TLS; a route host on a plain listener).
-    let client_base = match &route.public_url {
-        Some(public) => Some(Base::new(&public.scheme, &public.authority, &public.path)),
-        None => client_authority.as_deref().map(|authority| {
-            let scheme = if conn.tls {
-                "https"
-            } else {
-                forwarded_proto(&config.listen, conn, &parts.headers)
-            };
-            Base::new(scheme, authority, mapped.client_prefix)
-        }),
-    };
-
-    let path_and_query =
-        route::upstream_path_and_query(&route.upstream, mapped.rest, parts.uri.query());
-    // The path after the prefix, for the SCIM reading, before the URI is replaced.
-    let rest = mapped.rest.to_owned();
-    if !config.listen.is_trusted_proxy(conn.peer.ip()) {
-        headers::strip_untrusted_forwarding(&mut parts.headers);
-    }
-    upstream_head(
-        &mut parts,
-        route,
-        runtime,
-        &path_and_query,
+    // The declared size (400/413) and the IdP's in-flight slot (429), before a body byte is read.
+    let client_slot = admit::admit(&parts.headers, limits, runtime, client_index)?;
+    // Where the request goes and the base its URLs are given back under.
+    let client_base = addressed.client_base(route, mapped.client_prefix);
+    let dest = Destination::new((route, runtime), &mapped, parts.uri.query(), client_base);
+    // The upstream head: target, header hygiene, v2 token, request id (400).
+    upstream_request::prepare_head(&mut parts, listen, conn, &dest, &exchange.request_id)?;
+    exchange.upstream_path = Some(dest.upstream_path.clone());
+    // A bodiless read may go twice; its head is kept before the body filter can touch it.
+    let replay = Replay::of(&parts, body.is_end_stream());
+    // The body: counted, limited, JSON rewritten to the upstream's URLs and read for the log.
+    let up = upstream_body(&mut parts, body, &dest, limits, &exchange.bytes_in).await?;
+    (exchange.reading, exchange.request_json) = (Some(up.reading), up.json);
+    // The upstream call: 504 after upstream_timeout, one retry, and whose fault a failure is.
+    let cx = SendContext::new(
+        limits,
+        &shared.retry_budget,
+        &up.failure,
         &exchange.request_id,
-    )?;
-
-    let method = parts.method.clone();
-    exchange.upstream_path = Some(path_and_query);
-    let body_limit = usize::try_from(limits.max_body).unwrap_or(usize::MAX);
-    let body_urls = route
-        .rewrite_body_urls
-        .then_some(client_base.as_ref())
-        .flatten()
-        .map(|client| (client, &runtime.base));
-    // Every answer is read for token redaction (and rewriting): ask the upstream for plain ones.
-    parts.headers.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
     );
-    // A bodiless idempotent request can be sent again if the connection breaks before an answer.
-    let replay = (is_replayable(&method) && body.is_end_stream())
-        .then(|| (method.clone(), parts.uri.clone(), parts.headers.clone()));
-    // The inbound body is watched on its own: when it fails (over max_body, broken chunking, the
-    // IdP went away) the client library may only report a reset stream, and the fault is the IdP's.
-    let inbound_failure = Arc::new(InboundFailure::default());
-    let counted = Counted {
-        inner: Limited::new(body, body_limit).boxed_unsync(),
-        count: exchange.bytes_in.clone(),
-        failure: inbound_failure.clone(),
-        stall_after: limits.body_read_timeout,
-        stall: None,
-    };
-    let (body, request_json) =
-        filter::request_body(&mut parts.headers, counted.boxed_unsync(), body_urls).await?;
-    let request_value = request_json
-        .as_ref()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
-    exchange.reading = Some(reading::read_request(
-        &method,
-        &rest,
-        exchange
-            .upstream_path
-            .as_deref()
-            .and_then(|p| p.split_once('?'))
-            .map(|(_, q)| q),
-        request_value.as_ref(),
-    ));
-    exchange.request_json = request_json;
-    let upstream_req = Request::from_parts(parts, body);
-
-    let sent = Instant::now();
-    let deadline = tokio::time::Instant::now() + limits.upstream_timeout;
-    let timeout_error = || {
-        ProxyError::new(
-            ErrorKind::UpstreamTimeout,
-            format!(
-                "the upstream did not answer within {}",
-                humantime::format_duration(limits.upstream_timeout)
-            ),
-        )
-    };
-    let first = tokio::time::timeout_at(deadline, snapshot.client.request(upstream_req)).await;
-    exchange.upstream_time = Some(sent.elapsed());
-    let mut result = first.map_err(|_| timeout_error())?;
-    if let (Err(e), Some((method, uri, headers))) = (&result, replay)
-        && is_reset_before_answer(e)
-        && shared.retry_budget.try_take()
-    {
-        tracing::info!(request_id = %exchange.request_id, error = %e, "connection to the upstream broke before an answer; retrying the idempotent request once");
-        exchange.retried = true;
-        let mut again = Request::new(crate::body::empty());
-        *again.method_mut() = method;
-        *again.uri_mut() = uri;
-        *again.headers_mut() = headers;
-        let second = tokio::time::timeout_at(deadline, snapshot.client.request(again)).await;
-        exchange.upstream_time = Some(sent.elapsed());
-        result = second.map_err(|_| timeout_error())?;
-    }
-    if let Err(e) = &result
-        && let Some(failure) = inbound_failure.get()
-    {
-        tracing::debug!(request_id = %exchange.request_id, error = %e, "the request body failed on the way in");
-        return Err(match failure {
-            Inbound::TooLarge => too_large(limits.max_body),
-            Inbound::Broken => ProxyError::new(
-                ErrorKind::BadRequest,
-                "the request body could not be read (malformed chunked encoding, or the connection broke)",
-            ),
-            Inbound::Stalled => ProxyError::new(
-                ErrorKind::RequestTimeout,
-                crate::error::BodyStalled(limits.body_read_timeout).to_string(),
-            ),
-        });
-    }
-    let res = match result {
-        Ok(res) => res,
-        Err(e) if crate::error::find_in_chain::<LengthLimitError>(&e).is_some() => {
-            return Err(too_large(limits.max_body));
-        }
-        Err(e) => return Err(classify_upstream_error(&e)),
-    };
+    let sent = send::send(upstream, Request::from_parts(parts, up.body), replay, cx).await;
+    (exchange.upstream_time, exchange.retried) = (Some(sent.upstream_time), sent.retried);
+    let res = sent.result?;
     exchange.upstream_status = Some(res.status().as_u16());
-
-    let (mut parts, body) = res.into_parts();
-    parts.version = Version::HTTP_11;
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(client_base) = &client_base {
-        rewrite_location_headers(&mut parts.headers, &runtime.base, client_base);
-    }
-    redact_token_echo(&mut parts.headers, runtime.token.expose_for_redaction());
-    let down_urls = body_urls.map(|(client, upstream)| (upstream, client));
-    let (body, response_json) = filter::response_body(
-        &method,
-        parts.status,
-        &mut parts.headers,
-        body.map_err(Into::into).boxed_unsync(),
-        down_urls,
-        &runtime.token_redaction,
-        shared.traffic.is_some(),
-    )
-    .await?;
-    exchange.response_json = response_json;
+    // The answer under the client's names and without the token; its JSON kept for the log.
+    let keep_copy = shared.traffic.is_some();
+    let (res, copy) = respond::respond(res, &exchange.method, &dest, keep_copy).await?;
+    exchange.response_json = copy;
     // The IdP's slot is freed with the exchange, when the response body is done.
     exchange.client_slot = Some(client_slot);
-    Ok(Response::from_parts(parts, body))
+    Ok(res)
 }
 
-/// Turns a request head into the one sent to `route`'s upstream: target, header hygiene, the v2
-/// token, the request id. Serving and `check --live` both build their upstream request here, and
-/// send it through the same pooled client (origin-form target and Host come from it), so the
-/// preflight can never send what serving would not.
-pub(crate) fn upstream_head(
-    parts: &mut http::request::Parts,
-    route: &Route,
-    runtime: &RouteRuntime,
-    path_and_query: &str,
-    request_id: &str,
-) -> Result<(), ProxyError> {
-    let upstream_uri: Uri = format!("https://{}{}", route.upstream.authority, path_and_query)
-        .parse()
-        .map_err(|_| {
-            ProxyError::new(ErrorKind::BadRequest, "request target cannot be forwarded")
-        })?;
-    headers::upstream_request_headers(&mut parts.headers);
-    match route.upstream_auth {
-        UpstreamAuth::Bearer => parts
-            .headers
-            .insert(header::AUTHORIZATION, runtime.token.header_value()),
-        UpstreamAuth::NetskopeApiToken => parts
-            .headers
-            .insert(NETSKOPE_API_TOKEN.clone(), runtime.token.header_value()),
-    };
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        parts.headers.insert(X_REQUEST_ID.clone(), v);
-    }
-    parts.uri = upstream_uri;
-    parts.version = Version::HTTP_11;
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::proxy::send::InMemory;
+    use crate::proxy::testing::{OKTA, V2_TOKEN, conn, fixture, scim_get};
+    use std::sync::Mutex;
 
-/// Why the inbound body failed, if it did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Inbound {
-    TooLarge,
-    Broken,
-    /// No byte for `body_read_timeout`: the body fails, so the upstream request is aborted.
-    Stalled,
-}
+    type Seen = Arc<Mutex<Vec<http::request::Parts>>>;
 
-#[derive(Default)]
-struct InboundFailure(std::sync::OnceLock<Inbound>);
-
-impl InboundFailure {
-    fn get(&self) -> Option<Inbound> {
-        self.0.get().copied()
-    }
-}
-
-/// Counts request body bytes for the traffic log's `bytes_in`, and records why the body failed.
-struct Counted {
-    inner: ProxyBody,
-    count: Arc<std::sync::atomic::AtomicU64>,
-    failure: Arc<InboundFailure>,
-    stall_after: Duration,
-    /// Armed while the body is waited on; reset by every frame.
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Body for Counted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if polled.is_pending() {
-            let after = self.stall_after;
-            let stall = self
-                .stall
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
-            if stall.as_mut().poll(cx).is_ready() {
-                let _ = self.failure.0.set(Inbound::Stalled);
-                return Poll::Ready(Some(Err(Box::new(crate::error::BodyStalled(after)))));
+    /// An upstream in memory that keeps every request head and answers 200 with a user.
+    fn recording(seen: Seen) -> impl Upstream {
+        InMemory(tower::service_fn(move |req: Request<ProxyBody>| {
+            seen.lock().unwrap().push(req.into_parts().0);
+            async {
+                let user = r#"{"id":"7","meta":{"location":"https://acme.goskope.com/api/v2/scim/Users/7"}}"#;
+                let res = Response::builder()
+                    .header(http::header::CONTENT_TYPE, "application/scim+json")
+                    .body(crate::body::full(user))?;
+                Ok::<_, BoxError>(res)
             }
-            return Poll::Pending;
-        }
-        self.stall = None;
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let kind = if crate::error::find_in_chain::<LengthLimitError>(&**e).is_some() {
-                    Inbound::TooLarge
-                } else {
-                    Inbound::Broken
-                };
-                let _ = self.failure.0.set(kind);
-            }
-            _ => {}
-        }
-        polled
+        }))
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    async fn run(
+        req: http::request::Builder,
+        seen: &Seen,
+    ) -> (Result<Response<ProxyBody>, ProxyError>, Exchange) {
+        let f = fixture("", "", "");
+        let _dir = f.dir;
+        let shared = Shared::new(f.snapshot, None).unwrap();
+        let snapshot = shared.state.load_full();
+        let conn = conn("192.0.2.1:40000", false, None);
+        let req = req.body(crate::body::empty()).unwrap();
+        let mut exchange = Exchange::new(
+            "rid".into(),
+            req.method().clone(),
+            "/".into(),
+            conn.peer.ip(),
+        );
+        let upstream = recording(seen.clone());
+        let res = forward((&shared, &snapshot, &conn), &upstream, req, &mut exchange).await;
+        (res, exchange)
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    #[tokio::test]
+    async fn a_request_goes_through_every_phase_to_the_upstream_and_back() {
+        let seen = Seen::default();
+        let (res, exchange) = run(scim_get("/SCIM/v2/Users/7"), &seen).await;
+        let res = res.unwrap();
+        let sent = seen.lock().unwrap().pop().unwrap();
+        assert_eq!(sent.uri, "https://acme.goskope.com/api/v2/scim/Users/7");
+        assert_eq!(
+            sent.headers[http::header::AUTHORIZATION],
+            format!("Bearer {V2_TOKEN}").as_str()
+        );
+        assert_eq!(res.status(), 200);
+        assert_eq!(exchange.route.as_deref(), Some("acme"));
+        assert_eq!(
+            (exchange.client.as_deref(), exchange.auth),
+            (Some("okta"), Some("ok"))
+        );
+        assert_eq!(
+            exchange.upstream_path.as_deref(),
+            Some("/api/v2/scim/Users/7")
+        );
+        assert_eq!(exchange.upstream_status, Some(200));
+        assert_eq!(exchange.reading.as_ref().map(|r| r.op), Some("user.read"));
+        assert!(exchange.client_slot.is_some() && !exchange.retried);
     }
-}
 
-fn too_large(max: u64) -> ProxyError {
-    ProxyError::new(
-        ErrorKind::PayloadTooLarge,
-        format!("the request body is larger than the proxy's limit of {max} bytes"),
-    )
-}
-
-/// On TLS, the addressed host must be one this proxy serves (a route's `hosts` or `public_url`
-/// host, or a name the certificate covers) and the one the client named in SNI: else 421, so a
-/// forged Host is never forwarded nor reflected in the URLs given back.
-fn check_served_name(
-    snapshot: &Snapshot,
-    conn: &ConnInfo,
-    authority: Option<&str>,
-) -> Result<(), ProxyError> {
-    let Some(authority) = authority else {
-        return Ok(());
-    };
-    let misdirected = |why: &str| ProxyError::new(ErrorKind::MisdirectedRequest, why.to_string());
-    let host = route::host_without_port(authority)
-        .ok_or_else(|| misdirected("this proxy does not serve the requested host"))?;
-    if let Some(sni) = &conn.sni
-        && !sni.trim_end_matches('.').eq_ignore_ascii_case(host)
-    {
-        return Err(misdirected(
-            "the requested host differs from the TLS server name (SNI) of this connection",
-        ));
-    }
-    let by_route = snapshot.config.routes.iter().any(|r| {
-        r.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
-            || r.public_url
-                .as_ref()
-                .is_some_and(|p| p.host.eq_ignore_ascii_case(host))
-    });
-    let by_cert = snapshot
-        .cert_names
-        .as_ref()
-        .is_some_and(|names| names.covers(host));
-    if by_route || by_cert {
-        Ok(())
-    } else {
-        Err(misdirected("this proxy does not serve the requested host"))
-    }
-}
-
-/// The authority the client addressed: the target's (absolute-form, HTTP/2 `:authority`), else the
-/// one Host header (RFC 9112 §3.2: exactly one, required in HTTP/1.1). Never with userinfo, which
-/// would otherwise reach the URLs handed back to the client.
-fn client_authority(parts: &http::request::Parts) -> Result<Option<String>, ProxyError> {
-    let bad = |why: &str| ProxyError::new(ErrorKind::BadRequest, why.to_string());
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(bad("more than one Host header"));
-    }
-    if let Some(a) = parts.uri.authority() {
-        if a.as_str().contains('@') {
-            return Err(bad("userinfo is not allowed in the request target"));
-        }
-        if !has_valid_port(a.as_str()) {
-            return Err(bad("invalid port in the request target"));
-        }
-        // RFC 9113 §8.3.1: an HTTP/2 request whose host header differs from :authority is malformed.
-        if parts.version == Version::HTTP_2
-            && let Some(host) = host
-            && !host.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
-        {
-            return Err(bad("the host header differs from :authority"));
-        }
-        return Ok(Some(a.as_str().to_owned()));
-    }
-    let Some(host) = host else {
-        return match parts.version {
-            Version::HTTP_10 | Version::HTTP_09 => Ok(None),
-            _ => Err(bad("missing Host header")),
-        };
-    };
-    host.to_str()
-        .ok()
-        .filter(|h| !h.contains('@'))
-        .filter(|h| {
-            h.parse::<http::uri::Authority>()
-                .is_ok_and(|a| a.as_str() == *h)
-        })
-        .filter(|h| has_valid_port(h))
-        .map(|h| Some(h.to_owned()))
-        .ok_or_else(|| bad("invalid Host header"))
-}
-
-/// An authority's port, when it has one, is 1 to 65535 (an empty port is allowed by RFC 3986).
-fn has_valid_port(authority: &str) -> bool {
-    let after_host = authority
-        .rfind(']')
-        .map_or(authority, |i| &authority[i + 1..]);
-    match after_host.rsplit_once(':') {
-        None | Some((_, "")) => true,
-        Some((_, port)) => port.parse::<u16>().is_ok_and(|p| p != 0),
-    }
-}
-
-/// Only `chunked` framing is understood: any other transfer coding would reach the upstream as if
-/// the bytes were plain (RFC 9112 §6.1: 501).
-fn refuse_unknown_transfer_coding(headers: &HeaderMap) -> Result<(), ProxyError> {
-    let unknown = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .any(|coding| !coding.trim().eq_ignore_ascii_case("chunked"));
-    if unknown {
-        return Err(ProxyError::new(
-            ErrorKind::NotImplemented,
-            "unsupported transfer coding: only chunked is accepted",
-        ));
-    }
-    Ok(())
-}
-
-/// One Content-Length, or none; several different ones are a smuggling attempt.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
-    let mut found: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        let n = v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "invalid Content-Length"))?;
-        if found.is_some_and(|f| f != n) {
-            return Err(ProxyError::new(
-                ErrorKind::BadRequest,
-                "conflicting Content-Length headers",
-            ));
-        }
-        found = Some(n);
-    }
-    Ok(found)
-}
-
-/// Safe to send twice: a read. DELETE is idempotent in theory, but a retried DELETE that had
-/// already gone through answers 404, which would hide the real result from the IdP.
-fn is_replayable(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// The pooled connection broke (reset, closed) after the request may have left but before any answer.
-fn is_reset_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
-    if e.is_connect() {
-        return false;
-    }
-    crate::error::error_chain(e).iter().any(|s| {
-        s.downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
-            || s.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                matches!(
-                    io.kind(),
-                    std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::BrokenPipe
-                        | std::io::ErrorKind::UnexpectedEof
-                )
-            })
-    })
-}
-
-/// The client's address: the connection's, or, from a trusted proxy, the nearest untrusted hop
-/// of X-Forwarded-For (the rightmost one a trusted proxy did not add itself).
-fn client_ip(listen: &Listen, conn: &ConnInfo, headers: &HeaderMap) -> IpAddr {
-    let peer = conn.peer.ip();
-    if !listen.is_trusted_proxy(peer) {
-        return peer;
-    }
-    let hops: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) if listen.is_trusted_proxy(ip) => continue,
-            Ok(ip) => return ip,
-            // An unparsable hop ends what can be believed.
-            Err(_) => break,
-        }
-    }
-    peer
-}
-
-/// `X-Forwarded-Proto` from a TLS-terminating load balancer in front of a plain listener.
-/// Only shapes the URLs handed back to the same client, so it is read from any plain-HTTP peer
-/// unless trusted proxies are configured, then only from them.
-fn forwarded_proto(listen: &Listen, conn: &ConnInfo, headers: &HeaderMap) -> &'static str {
-    if !listen.trusted_proxies.is_empty() && !listen.is_trusted_proxy(conn.tcp_peer.ip()) {
-        return "http";
-    }
-    match headers.get("x-forwarded-proto").map(|v| v.as_bytes()) {
-        Some(v) if v.eq_ignore_ascii_case(b"https") => "https",
-        _ => "http",
-    }
-}
-
-fn rewrite_location_headers(headers: &mut HeaderMap, upstream: &Base, client: &Base) {
-    for name in [header::LOCATION, header::CONTENT_LOCATION] {
-        if let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok())
-            && let Some(new) = base::rewrite_location(v, upstream, client)
-            && let Ok(new) = HeaderValue::from_str(&new)
-        {
-            headers.insert(name, new);
-        }
-    }
-}
-
-/// An upstream that echoes the v2 token in a header must not hand it to the IdP.
-fn redact_token_echo(headers: &mut HeaderMap, token: &str) {
-    let token = token.as_bytes();
-    let leaks: Vec<HeaderName> = headers
-        .iter()
-        .filter(|(_, v)| v.as_bytes().windows(token.len()).any(|w| w == token))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for name in leaks {
-        tracing::warn!(header = %name, "the upstream echoed the v2 token in a response header; removed it");
-        headers.remove(name);
-    }
-}
-
-/// Keeps a sane inbound `X-Request-Id` (so IdP and proxy logs correlate), else makes one.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(new_request_id)
-}
-
-/// A UUID-shaped id from a process-random half and a counter: unique across restarts and
-/// replicas, without the `getrandom` system call per request that a random v4 UUID costs.
-fn new_request_id() -> String {
-    use std::sync::OnceLock;
-    use std::sync::atomic::AtomicU64;
-    static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let b = uuid::Uuid::new_v4().into_bytes();
-        [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]
-    });
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(prefix);
-    bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
-}
-
-/// One of an IdP's `max_requests_per_client` slots, freed when the response body is done.
-pub struct ClientSlot(Arc<AtomicUsize>);
-
-impl ClientSlot {
-    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<ClientSlot> {
-        counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ClientSlot(counter.clone()))
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+    #[tokio::test]
+    async fn a_refusal_is_recorded_as_far_as_the_request_got_and_nothing_is_sent() {
+        let seen = Seen::default();
+        let wrong = scim_get("/SCIM/v2/Users")
+            .header(http::header::AUTHORIZATION, format!("Bearer x{OKTA}"));
+        let (res, mut exchange) = run(wrong, &seen).await;
+        let e = res.err().unwrap();
+        assert_eq!(e.kind, ErrorKind::Unauthorized);
+        assert_eq!(
+            (exchange.route.as_deref(), exchange.auth),
+            (Some("acme"), Some("bad-scheme"))
+        );
+        assert!(seen.lock().unwrap().is_empty() && exchange.upstream_path.is_none());
+        let answer = rescue::rescue(e, &mut exchange);
+        assert_eq!(answer.status(), 401);
+        assert!(
+            answer
+                .headers()
+                .contains_key(http::header::WWW_AUTHENTICATE)
+        );
+        assert_eq!(exchange.error, Some(ErrorKind::Unauthorized));
     }
 }

@@ -1,9 +1,13 @@
-//! The listeners: the proxy listener (TLS in, PROXY protocol, connection tracking) and the admin
-//! listener. `start` binds them and serves until `Running::shutdown`.
+//! The listeners: the proxy listener (`listener` accepts, `connection` takes one to HTTP,
+//! `serving` runs HTTP under its timers) and the admin listener. `start` binds them and serves
+//! until `Running::shutdown`.
 
 pub mod admin;
+mod connection;
 pub mod listener;
 pub mod proxy_protocol;
+mod serving;
+mod tracked;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
