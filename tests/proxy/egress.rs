@@ -19,16 +19,6 @@ use tokio::net::TcpListener;
 
 use crate::support::*;
 
-fn egress_user(name: &str) -> serde_json::Value {
-    json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "userName": name,
-        "active": true,
-        "name": {"givenName": "Egress", "familyName": "Test"},
-        "emails": [{"primary": true, "type": "work", "value": name}]
-    })
-}
-
 fn assert_no_credentials(what: &str, text: &str, forms: &[String]) {
     for f in forms {
         assert!(
@@ -221,7 +211,7 @@ async fn via_proxy_carries_idp_traffic_through_tinyproxy_from_the_bind_ip() {
             Method::POST,
             "/SCIM/v2/Users",
             Some(OKTA),
-            Some(&egress_user("tunnel@example.com")),
+            Some(&user_called("tunnel@example.com", "Egress", "Test")),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
@@ -463,7 +453,7 @@ async fn via_proxy_with_wrong_credentials_is_a_502_that_leaks_nothing() {
             Method::POST,
             "/SCIM/v2/Users",
             Some(ENTRA),
-            Some(&egress_user("x@y.z")),
+            Some(&user_called("x@y.z", "Egress", "Test")),
         )
         .await
         .expect("request to serve");
@@ -541,7 +531,7 @@ async fn a_connect_refused_by_the_forward_proxy_acl_is_a_clear_502() {
             Method::POST,
             "/SCIM/v2/Users",
             Some(OKTA),
-            Some(&egress_user("acl@x.y")),
+            Some(&user_called("acl@x.y", "Egress", "Test")),
         )
         .await;
     p.assert_error(&b, 502, &["refused the CONNECT tunnel"]);

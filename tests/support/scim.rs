@@ -21,12 +21,18 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// A User to create: `userName` and work email `name`, given and family name "Test User".
 pub fn user(name: &str) -> serde_json::Value {
+    user_called(name, "Test", "User")
+}
+
+/// A User to create: `userName` and work email `name`, with the given and family names.
+pub fn user_called(name: &str, given: &str, family: &str) -> serde_json::Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
         "userName": name,
         "active": true,
-        "name": {"givenName": "Test", "familyName": "User"},
+        "name": {"givenName": given, "familyName": family},
         "emails": [{"primary": true, "type": "work", "value": name}]
     })
 }

@@ -50,8 +50,8 @@ impl Tinyproxy {
                  LogFile \"{}\"\nLogLevel Info\nTimeout 60\nMaxClients 64\n",
                 log.display()
             );
-            if let Some((egress_user, pass)) = auth {
-                conf.push_str(&format!("BasicAuth {egress_user} {pass}\n"));
+            if let Some((user, pass)) = auth {
+                conf.push_str(&format!("BasicAuth {user} {pass}\n"));
             }
             let conf_path = write_file(dir.path(), "tinyproxy.conf", &conf);
             let out = std::fs::File::create(dir.path().join("tinyproxy.out")).expect("out file");
@@ -168,7 +168,7 @@ pub fn credential_forms(pass: &str) -> Vec<String> {
     vec![pass.to_string(), format!("{FWD_USER}:{pass}"), b64]
 }
 
-/// Writes `egress_user:pass` to `fwd.credentials` and points `[egress]` at `tp` with it.
+/// Writes `user:pass` to `fwd.credentials` and points `[egress]` at `tp` with it.
 pub fn use_credentials(prepared: &mut Prepared, tp: &Tinyproxy, pass: &str) {
     write_private(
         prepared.dir.path(),
