@@ -91,7 +91,7 @@ async fn proxy_protocol_from_trusted_proxies_names_the_client() {
         let a = tagged_get(&mut tls, id, "").await;
         assert_eq!(a.status, StatusCode::OK, "{id}");
         assert_eq!(
-            traffic_of(&p, id).await["src_ip"],
+            record(p.dir(), id).await["src_ip"],
             json!("198.51.100.7"),
             "{id}"
         );
@@ -139,7 +139,7 @@ async fn proxy_protocol_from_trusted_proxies_names_the_client() {
         let a = tagged_get(&mut tls, "pp-direct", "").await;
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(
-            traffic_of(&p, "pp-direct").await["src_ip"],
+            record(p.dir(), "pp-direct").await["src_ip"],
             json!("127.0.0.2")
         );
     }
@@ -173,7 +173,7 @@ async fn x_forwarded_for_is_ignored_without_trusted_proxies() {
         let a = tagged_get(&mut tls, id, &claims).await;
         assert_eq!(a.status, StatusCode::OK, "{xff}");
         assert_eq!(
-            traffic_of(&p, id).await["src_ip"],
+            record(p.dir(), id).await["src_ip"],
             json!("127.0.0.1"),
             "{xff}"
         );
@@ -230,7 +230,7 @@ async fn x_forwarded_for_from_trusted_proxies_gives_the_nearest_untrusted_hop() 
         } else {
             p.assert_error(&a, 403, &[]);
         }
-        assert_eq!(traffic_of(&p, id).await["src_ip"], json!(client), "{id}");
+        assert_eq!(record(p.dir(), id).await["src_ip"], json!(client), "{id}");
         assert_eq!(
             p.upstream_total(),
             forwarded,
@@ -244,7 +244,7 @@ async fn x_forwarded_for_from_trusted_proxies_gives_the_nearest_untrusted_hop() 
             .unwrap();
         let a = tagged_get(&mut tls, "f", "X-Forwarded-For: 203.0.113.9\r\n").await;
         assert_eq!(a.status, StatusCode::OK);
-        assert_eq!(traffic_of(&p, "f").await["src_ip"], json!("127.0.0.2"));
+        assert_eq!(record(p.dir(), "f").await["src_ip"], json!("127.0.0.2"));
     }
     // A trusted proxy's X-Forwarded-For is passed on; an untrusted peer's is not.
     let xff_upstream: Vec<Option<String>> = p

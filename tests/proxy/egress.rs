@@ -6,7 +6,6 @@
 //! Without tinyproxy these tests fail: they are never skipped.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -35,10 +34,6 @@ fn answer_text(a: &Answer) -> String {
     }
     s.push_str(&String::from_utf8_lossy(&a.body));
     s
-}
-
-fn traffic_text(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("traffic.log")).unwrap_or_default()
 }
 
 /// A TCP listener that counts connections and closes each at once: what a proxy taken from the

@@ -566,7 +566,7 @@ async fn a_request_body_that_stops_arriving_is_408_and_never_completed_upstream(
     );
     // The IdP's one slot is free again.
     assert_still_serves(&p).await;
-    let lines = traffic_lines(&p, 3).await;
+    let lines = traffic_records(p.dir(), 3).await;
     let timed_out: Vec<_> = lines.iter().filter(|l| l["status"] == 408).collect();
     assert_eq!(timed_out.len(), 2, "{lines:?}");
     assert!(

@@ -258,17 +258,6 @@ fn echo(
     }
 }
 
-/// The traffic log of `p` once it has `n` lines (bounded wait), as text.
-async fn traffic_text_after(p: &TestProxy, n: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if p.traffic().len() >= n || Instant::now() > deadline {
-            return std::fs::read_to_string(p.dir().join("traffic.log")).unwrap_or_default();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `token` with JSON escapes an upstream might use: `\u002d` for '-', `\u00XX` for a digit, `\/`.
 fn escaped_spellings(token: &str) -> Vec<String> {
     let digit = token.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
@@ -906,7 +895,7 @@ async fn an_upstream_error_detail_echoing_the_v2_token_stays_out_of_the_traffic_
         assert_eq!(a.status, status);
         assert_no_secret(&a, std::slice::from_ref(&v2));
     }
-    let log = traffic_text_after(&p, 3).await;
+    let log = traffic_text_after(p.dir(), 3).await;
     assert!(log.lines().count() >= 3, "{log}");
     assert!(
         !log.contains(&v2),
@@ -933,7 +922,7 @@ async fn a_captured_response_body_echoing_the_v2_token_stays_out_of_the_traffic_
     let a = p.get("/SCIM/v2/Users/u-1", OKTA).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_no_secret(&a, std::slice::from_ref(&v2));
-    let log = traffic_text_after(&p, 1).await;
+    let log = traffic_text_after(p.dir(), 1).await;
     assert!(log.contains("response_body"), "capture_bodies is on: {log}");
     assert!(
         !log.contains(&v2),
@@ -975,7 +964,7 @@ async fn a_json_escaped_v2_token_echo_is_masked_in_the_answer_and_the_traffic_lo
             }
         }
     }
-    let log = traffic_text_after(&p, requests).await;
+    let log = traffic_text_after(p.dir(), requests).await;
     assert!(log.lines().count() >= requests, "{log}");
     assert!(!log.contains(&v2), "the v2 token is in the traffic log");
     for line in log.lines() {
@@ -1027,7 +1016,7 @@ async fn a_compressed_answer_is_decoded_redacted_and_sent_uncompressed_and_an_un
         p.assert_error(&a, 502, &[]);
         assert!(a.headers.get("content-encoding").is_none(), "{coding}");
     }
-    let log = traffic_text_after(&p, requests).await;
+    let log = traffic_text_after(p.dir(), requests).await;
     assert!(!log.contains(&v2), "the v2 token is in the traffic log");
     for line in log.lines() {
         assert_json_has_no_token(line.as_bytes(), &v2, "a traffic record");

@@ -446,7 +446,7 @@ async fn a_refused_upstream_connect_is_retried_once_then_502_quickly() {
             "{method}: no retry pause ({took:?})"
         );
         assert!(took < Duration::from_secs(5), "{method}: {took:?}");
-        let lines = traffic_lines(&p, i + 1).await;
+        let lines = traffic_records(p.dir(), i + 1).await;
         assert_eq!(lines[i]["error"], json!("upstream-connect"), "{}", lines[i]);
     }
     p.stop().await;
@@ -502,7 +502,7 @@ async fn an_upstream_closing_mid_body_gives_the_client_a_truncated_response() {
         assert!(r.is_err(), "{id}: a truncated body must be an error: {r:?}");
     }
     for id in ["cut-1", "cut-2", "cut-3"] {
-        let line = traffic_of(&p, id).await;
+        let line = record(p.dir(), id).await;
         assert_eq!(line["error"], json!("response-incomplete"), "{line}");
         assert!(line["bytes_out"].as_u64().unwrap() < 100_000, "{line}");
     }
@@ -530,7 +530,7 @@ async fn an_upstream_closing_mid_body_gives_the_client_a_truncated_response() {
         "presented as complete"
     );
     assert_eq!(
-        traffic_of(&p, "cut-4").await["error"],
+        record(p.dir(), "cut-4").await["error"],
         json!("response-incomplete")
     );
     p.stop().await;

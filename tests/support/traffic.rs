@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::*;
 
@@ -15,34 +15,6 @@ pub fn read_traffic(dir: &Path) -> Vec<serde_json::Value> {
             serde_json::from_str(l).unwrap_or_else(|e| panic!("traffic line not JSON ({e}): {l}"))
         })
         .collect()
-}
-
-/// Waits (bounded) until the traffic log has `n` lines and returns them.
-pub async fn traffic_lines(p: &TestProxy, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines = p.traffic();
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The traffic log line of request `id` (waiting for it, bounded).
-pub async fn traffic_of(p: &TestProxy, id: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(l) = p
-            .traffic()
-            .into_iter()
-            .find(|l| l["request_id"] == json!(id))
-        {
-            return l;
-        }
-        assert!(Instant::now() < deadline, "no traffic line for {id}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The complete lines of a JSON-lines file (a line still being written is left out); every complete
@@ -94,4 +66,15 @@ pub async fn traffic_records(dir: &Path, n: usize) -> Vec<serde_json::Value> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The traffic log in `dir` as it is now, as text.
+pub fn traffic_text(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("traffic.log")).unwrap_or_default()
+}
+
+/// The traffic log in `dir` as text, once it holds `n` records (bounded wait, as [`traffic_records`]).
+pub async fn traffic_text_after(dir: &Path, n: usize) -> String {
+    traffic_records(dir, n).await;
+    traffic_text(dir)
 }
