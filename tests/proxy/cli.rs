@@ -15,13 +15,7 @@ use crate::support::*;
 
 /// Runs the real binary with `args` off the runtime (the test's servers keep running on it).
 async fn cli_off_runtime(args: &[&str]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_cli(&args, b"", &[], Duration::from_secs(30))
-    })
-    .await
-    .expect("the CLI thread")
+    run_cli_off_runtime(args, &[], Duration::from_secs(30)).await
 }
 
 #[test]

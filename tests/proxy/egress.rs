@@ -432,8 +432,8 @@ async fn via_proxy_with_wrong_credentials_is_a_502_that_leaks_nothing() {
     let tp = Tinyproxy::start(up_port, Some((FWD_USER, FWD_PASS))).await;
     use_credentials(&mut prepared, &tp, FWD_WRONG_PASS);
     // A `serve` child (debug log level), so that everything it logs is read too.
-    let mut serve = ServeEnv::spawn(&prepared.config_path, &[]);
-    let addr = serve.serving_addr().await;
+    let mut serve = ServeChild::spawn_env(&prepared.config_path, &[]);
+    let addr = serve.serving_addr(STEP).await;
     let client = client_for(addr, &prepared.ca_pem);
 
     let a = client
@@ -570,8 +570,8 @@ async fn proxy_environment_variables_are_ignored() {
     let trap_url = format!("http://{}", trap.addr);
     let envs: Vec<(&str, &str)> = PROXY_VARS.iter().map(|k| (*k, trap_url.as_str())).collect();
 
-    let mut serve = ServeEnv::spawn(&prepared.config_path, &envs);
-    let addr = serve.serving_addr().await;
+    let mut serve = ServeChild::spawn_env(&prepared.config_path, &envs);
+    let addr = serve.serving_addr(STEP).await;
     let client = client_for(addr, &prepared.ca_pem);
     for token in [OKTA, ENTRA] {
         let a = client

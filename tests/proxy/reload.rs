@@ -21,12 +21,9 @@ async fn watching(b: Builder) -> Prepared {
     prepared
 }
 
+/// The `Authorization` header an upstream recorded ("" when there was none).
 fn authorization_of(r: &scim_proxy::lab::upstream::RecordedRequest) -> String {
-    r.headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    header(r, "authorization").unwrap_or_default().to_string()
 }
 
 /// The certificate a new TLS connection to the proxy is presented with.
@@ -34,14 +31,6 @@ async fn presented(p: &TestProxy) -> CertificateDer<'static> {
     handshake_presenting(p.addr, ServerName::try_from("localhost").unwrap())
         .await
         .1
-}
-
-fn bearer_seen(r: &scim_proxy::lab::upstream::RecordedRequest) -> String {
-    r.headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Sends GETs until one reaches the upstream with `token` (bounded); returns the statuses seen.
@@ -61,7 +50,8 @@ async fn until_upstream_sees(p: &TestProxy, token: &str, tag: &str) -> Vec<u16> 
         )
         .await;
         statuses.push(a.status.as_u16());
-        if a.status == StatusCode::OK && bearer_seen(&upstream_saw(up, &rid)) == bearer(token) {
+        if a.status == StatusCode::OK && authorization_of(&upstream_saw(up, &rid)) == bearer(token)
+        {
             return statuses;
         }
         assert!(
@@ -470,7 +460,7 @@ async fn a_rewritten_token_file_is_used_without_restart_and_no_401_reaches_the_i
         )
         .await;
         assert_eq!(a.status, StatusCode::OK, "{rid}");
-        assert_eq!(bearer_seen(&upstream_saw(&up, &rid)), bearer(&next));
+        assert_eq!(authorization_of(&upstream_saw(&up, &rid)), bearer(&next));
     }
 
     // Regenerated in Netskope: the old token dies at once, the file follows a moment later.
@@ -490,7 +480,7 @@ async fn a_rewritten_token_file_is_used_without_restart_and_no_401_reaches_the_i
         )
         .await;
         assert_eq!(a.status, StatusCode::OK, "no 401 once settled: {rid}");
-        assert_eq!(bearer_seen(&upstream_saw(&up, &rid)), bearer(&third));
+        assert_eq!(authorization_of(&upstream_saw(&up, &rid)), bearer(&third));
         assert_eq!(record(p.dir(), &rid).await["upstream_status"], 200);
     }
     let m = scrape(admin).await;
@@ -536,7 +526,7 @@ async fn a_client_with_several_inbound_tokens_accepts_each_then_drops_a_removed_
         assert_eq!(r["client"], client, "{r}");
         assert_eq!(r["auth"], "ok");
         assert_eq!(
-            bearer_seen(&upstream_saw(p.upstream(0), rid)),
+            authorization_of(&upstream_saw(p.upstream(0), rid)),
             bearer(p.v2(0))
         );
     }

@@ -706,8 +706,8 @@ async fn serving_tls_failure_names_the_presented_certificate_and_the_trust_roots
     prepared.edit_config("ca_file = \"ca.pem\"", "ca_file = \"twin-ca.pem\"");
     let issuer = ca_name(&prepared);
     let ca_file = prepared.dir.path().join("twin-ca.pem");
-    let mut serve = ServeEnv::spawn(&prepared.config_path, &[]);
-    let addr = serve.serving_addr().await;
+    let mut serve = ServeChild::spawn_env(&prepared.config_path, &[]);
+    let addr = serve.serving_addr(STEP).await;
     let client = client_for(addr, &prepared.ca_pem);
 
     let a = client

@@ -14,6 +14,9 @@ use serde_json::Value;
 
 use super::*;
 
+/// How long one `check --live` run may take before the test fails.
+pub const CHECK_LIMIT: Duration = Duration::from_secs(30);
+
 /// A child process killed (and reaped) when dropped, whatever the test did.
 pub struct ChildGuard(pub Option<std::process::Child>);
 
@@ -104,6 +107,26 @@ pub fn run_cli(
     }
 }
 
+/// [`run_cli`] on a blocking thread, so that the test's runtime keeps serving meanwhile.
+pub async fn run_cli_off_runtime(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    limit: Duration,
+) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let envs: Vec<(String, String)> = envs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_cli(&args, b"", &envs, limit)
+    })
+    .await
+    .expect("the CLI thread")
+}
+
 /// `scim-proxy serve` as a child process, its stderr going to a file read back on demand.
 pub struct ServeChild {
     pub guard: ChildGuard,
@@ -113,20 +136,38 @@ pub struct ServeChild {
 
 impl ServeChild {
     pub fn spawn(config: &Path) -> ServeChild {
+        ServeChild::start(config, "info", |_| {})
+    }
+
+    /// `serve` at debug level, with `envs` and without the test's `NO_PROXY`/`no_proxy`.
+    pub fn spawn_env(config: &Path, envs: &[(&str, &str)]) -> ServeChild {
+        ServeChild::start(config, "debug", |cmd| {
+            cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+            for (k, v) in envs {
+                cmd.env(k, v);
+            }
+        })
+    }
+
+    fn start(
+        config: &Path,
+        rust_log: &str,
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> ServeChild {
         use std::process::{Command, Stdio};
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("serve.stderr");
         let file = std::fs::File::create(&log).expect("stderr file");
-        let child = Command::new(bin())
-            .args(["--log-format", "json", "serve", "--config"])
+        let mut cmd = Command::new(bin());
+        cmd.args(["--log-format", "json", "serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("spawn scim-proxy serve");
+            .stderr(Stdio::from(file));
+        adjust(&mut cmd);
+        let child = cmd.spawn().expect("spawn scim-proxy serve");
         ServeChild {
             guard: ChildGuard(Some(child)),
             log,
@@ -348,69 +389,6 @@ pub fn client_for(addr: SocketAddr, ca_pem: &str) -> ScimClient {
     ScimClient::new(&format!("https://localhost:{}", addr.port()), tls, false)
 }
 
-/// `scim-proxy serve` as a child with extra environment variables; stderr to a file.
-pub struct ServeEnv {
-    pub guard: ChildGuard,
-    pub log: PathBuf,
-    pub _dir: tempfile::TempDir,
-}
-
-impl ServeEnv {
-    pub fn spawn(config: &Path, envs: &[(&str, &str)]) -> ServeEnv {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("serve.stderr");
-        let file = std::fs::File::create(&log).expect("stderr file");
-        let mut cmd = std::process::Command::new(bin());
-        cmd.args(["--log-format", "json", "serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "debug")
-            .env("NO_COLOR", "1")
-            .env_remove("NO_PROXY")
-            .env_remove("no_proxy")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::from(file));
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn scim-proxy serve");
-        ServeEnv {
-            guard: ChildGuard(Some(child)),
-            log,
-            _dir: dir,
-        }
-    }
-
-    pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    pub async fn serving_addr(&mut self) -> SocketAddr {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let found = self.stderr().lines().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                if !v.get("message")?.as_str()?.contains("serving") {
-                    return None;
-                }
-                v.get("addr")?.as_str()?.parse::<SocketAddr>().ok()
-            });
-            if let Some(addr) = found {
-                return addr;
-            }
-            if let Ok(Some(status)) = self.guard.child().try_wait() {
-                panic!("serve exited early ({status}):\n{}", self.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no 'serving' line within {STEP:?}:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
 /// What `check --config FILE --live` printed, and how it exited.
 pub struct CheckRun {
     pub code: Option<i32>,
@@ -519,17 +497,8 @@ pub async fn check_live(config: &Path, extra: &[&str], envs: &[(&str, &str)]) ->
         "--live".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let envs: Vec<(String, String)> = envs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_cli(&args, b"", &envs, CHECK_LIMIT)
-    })
-    .await
-    .expect("check --live thread");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_cli_off_runtime(&args, envs, CHECK_LIMIT).await;
     CheckRun {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,7 +1,6 @@
 //! Ports and local addresses.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -20,10 +19,5 @@ pub fn can_bind(ip: IpAddr) -> bool {
     std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
+/// The loopback address the egress tests send from (`bind_ip`).
 pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
-/// tinyproxy's `BasicAuth` takes `[-a-z0-9._]+` for both parts.
-pub const FWD_USER: &str = "scim-egress";
-pub const FWD_PASS: &str = "fwd-pass-7f3a9c2e";
-pub const FWD_WRONG_PASS: &str = "fwd-wrong-41d8b6";
-/// How long one `check --live` run may take before the test fails.
-pub const CHECK_LIMIT: Duration = Duration::from_secs(30);

@@ -9,6 +9,11 @@ use scim_proxy::lab::upstream::RecordedRequest;
 
 use super::*;
 
+/// tinyproxy's `BasicAuth` takes `[-a-z0-9._]+` for both parts.
+pub const FWD_USER: &str = "scim-egress";
+pub const FWD_PASS: &str = "fwd-pass-7f3a9c2e";
+pub const FWD_WRONG_PASS: &str = "fwd-wrong-41d8b6";
+
 /// The tinyproxy binary; panics (never skips) when it is not installed.
 pub fn tinyproxy_bin() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
