@@ -182,6 +182,15 @@ impl ServeChild {
 
     /// Waits (bounded) for the "serving" log line and returns the proxy's address from it.
     pub async fn serving_addr(&mut self, limit: Duration) -> SocketAddr {
+        let line = self.serving_line(limit).await;
+        line["addr"]
+            .as_str()
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .expect("the serving line names an address")
+    }
+
+    /// Waits (bounded) for the "serving" log line (one with the proxy's `addr`) and returns it.
+    pub async fn serving_line(&mut self, limit: Duration) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let found = self.stderr().lines().find_map(|l| {
@@ -190,10 +199,11 @@ impl ServeChild {
                 if !msg.contains("serving") {
                     return None;
                 }
-                v.get("addr")?.as_str()?.parse::<SocketAddr>().ok()
+                v.get("addr")?.as_str()?.parse::<SocketAddr>().ok()?;
+                Some(v)
             });
-            if let Some(addr) = found {
-                return addr;
+            if let Some(line) = found {
+                return line;
             }
             if let Ok(Some(status)) = self.guard.child().try_wait() {
                 panic!("serve exited early ({status}):\n{}", self.stderr());
@@ -235,10 +245,9 @@ impl ServeChild {
 /// `scim-proxy --log-format json serve` as a child: stdout and stderr go to files read back on
 /// demand; killed when dropped.
 pub struct Served {
-    pub guard: ChildGuard,
+    pub serve: ServeChild,
     pub out: PathBuf,
-    pub err: PathBuf,
-    pub _dir: tempfile::TempDir,
+    pub _out_dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub client: ScimClient,
@@ -246,58 +255,29 @@ pub struct Served {
 
 impl Served {
     pub async fn start(config: &Path, ca_pem: &str) -> Served {
-        use std::process::{Command, Stdio};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = dir.path().join("stdout");
-        let err = dir.path().join("stderr");
-        let child = Command::new(bin())
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                std::fs::File::create(&out).expect("stdout file"),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(&err).expect("stderr file"),
-            ))
-            .spawn()
-            .expect("spawn scim-proxy serve");
-        let mut guard = ChildGuard(Some(child));
-        let deadline = Instant::now() + WAIT;
-        let (addr, admin) = loop {
-            let text = std::fs::read_to_string(&err).unwrap_or_default();
-            let found = text.lines().find_map(|l| {
-                let v: Value = serde_json::from_str(l).ok()?;
-                if !v["message"].as_str()?.contains("serving") {
-                    return None;
-                }
-                let addr = v["addr"].as_str()?.parse::<SocketAddr>().ok()?;
-                let admin = v["admin"]
-                    .as_str()
-                    .and_then(|a| a.strip_prefix("Some(")?.strip_suffix(')'))
-                    .and_then(|a| a.parse::<SocketAddr>().ok());
-                Some((addr, admin))
-            });
-            if let Some(found) = found {
-                break found;
-            }
-            if let Ok(Some(status)) = guard.child().try_wait() {
-                panic!("serve exited early ({status}):\n{text}");
-            }
-            assert!(Instant::now() < deadline, "no 'serving' line:\n{text}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let out_dir = tempfile::tempdir().expect("temp dir");
+        let out = out_dir.path().join("stdout");
+        let file = std::fs::File::create(&out).expect("stdout file");
+        let mut serve = ServeChild::start(config, "info", |cmd| {
+            cmd.stdout(std::process::Stdio::from(file));
+        });
+        let line = serve.serving_line(WAIT).await;
+        let addr = line["addr"]
+            .as_str()
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .expect("the serving line names an address");
+        let admin = line["admin"]
+            .as_str()
+            .and_then(|a| a.strip_prefix("Some(")?.strip_suffix(')'))
+            .and_then(|a| a.parse::<SocketAddr>().ok());
         let mut tls = devcerts::client_config(ca_pem, &[]).expect("client TLS");
         // No SNI, so `get` may send any Host (as in tests/support).
         std::sync::Arc::make_mut(&mut tls).enable_sni = false;
         let client = ScimClient::new(&format!("https://localhost:{}", addr.port()), tls, false);
         Served {
-            guard,
+            serve,
             out,
-            err,
-            _dir: dir,
+            _out_dir: out_dir,
             addr,
             admin,
             client,
@@ -309,7 +289,7 @@ impl Served {
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
+        self.serve.stderr()
     }
 
     /// The JSON lines of stderr (tracing, flattened).
@@ -361,21 +341,14 @@ impl Served {
 
     /// SIGTERM, then a bounded wait for exit 0; what it wrote to stdout and stderr.
     pub async fn stop(mut self) -> (String, String) {
-        let status = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.guard.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(status)) = self.guard.child().try_wait() {
-                assert!(status.success(), "serve exited with {status}");
-                return (self.stdout(), self.stderr());
-            }
-            assert!(Instant::now() < deadline, "serve did not exit on SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.serve.signal("TERM");
+        let status = self
+            .serve
+            .exit_status(WAIT)
+            .await
+            .expect("serve did not exit on SIGTERM");
+        assert!(status.success(), "serve exited with {status}");
+        (self.stdout(), self.stderr())
     }
 }
 
