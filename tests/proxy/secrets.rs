@@ -194,11 +194,7 @@ async fn wait_listening(child: &mut ChildGuard, addr: SocketAddr, dir: &Path) {
 
 /// Raw HTTP/1.1 over TLS to the proxy (SNI localhost); the whole answer as read, to EOF.
 async fn raw_answer(addr: SocketAddr, ca: &str, request: &[u8]) -> Vec<u8> {
-    let config = client_tls(
-        ca,
-        &[&rustls::version::TLS13, &rustls::version::TLS12],
-        &[b"http/1.1"],
-    );
+    let config = h1_tls(ca);
     let mut tls = tls_connect(addr, config).await.expect("TLS to the proxy");
     // The proxy may answer (413) and close before the whole request is written: a refused write is
     // expected then, and the answer that came is what gets scanned.

@@ -20,11 +20,7 @@ pub async fn raw_tls_exchange(
     ca_pem: &str,
     request: &[u8],
 ) -> Result<Answer, String> {
-    let config = client_tls(
-        ca_pem,
-        &[&rustls::version::TLS13, &rustls::version::TLS12],
-        &[b"http/1.1"],
-    );
+    let config = h1_tls(ca_pem);
     let mut tls = tls_connect(addr, config)
         .await
         .map_err(|e| format!("TLS connect: {e}"))?;
