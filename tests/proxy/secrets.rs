@@ -1,9 +1,8 @@
-//! Secrets (issue 4): `scim-proxy serve` as a child process, with distinctive known values for every
-//! secret it holds or is sent, is driven through every path; then everything the process wrote
-//! (stdout, stderr at debug level, the traffic log files), every response it gave (head and body),
-//! and the output of `check` and `check --live` are scanned for those values.
-
-mod support;
+//! Secrets: `scim-proxy serve` as a child process, with distinctive known values for every secret it
+//! holds or is sent, is driven through every path; then everything the process wrote (stdout, stderr
+//! at debug level, the traffic log files), every response it gave (head and body), and the output of
+//! `check` and `check --live` are scanned for those values. Also: echoes of the v2 token by an
+//! upstream, plain, JSON-escaped or compressed, are masked.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -17,9 +16,10 @@ use scim_proxy::lab::client::ScimClient;
 use scim_proxy::lab::devcerts;
 use scim_proxy::lab::upstream::Override;
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
 
 /// The v2 token of route `main` (token_file).
 const V2_MAIN: &str = "v2-SECRET-main-4d1c7e9a0b2f66";
@@ -51,8 +51,6 @@ fn credentials() -> String {
 fn credentials_b64() -> String {
     base64::engine::general_purpose::STANDARD.encode(credentials())
 }
-
-// ------------------------------------------------------------------------------------------ forward proxy
 
 /// A minimal HTTP CONNECT forward proxy on loopback: demands `Proxy-Authorization: Basic <auth>`
 /// (407 otherwise), then tunnels to the target (502 when it cannot connect).
@@ -157,8 +155,6 @@ async fn tunnel(mut tcp: TcpStream, seen: Arc<Mutex<Vec<(bool, String)>>>, expec
     let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
 }
 
-// ------------------------------------------------------------------------------------------ the child
-
 /// Starts `scim-proxy serve` (text logs at debug level), stdout and stderr to files in `dir`.
 fn spawn_serve(config: &Path, dir: &Path) -> ChildGuard {
     use std::process::{Command, Stdio};
@@ -198,11 +194,7 @@ async fn wait_listening(child: &mut ChildGuard, addr: SocketAddr, dir: &Path) {
 
 /// Raw HTTP/1.1 over TLS to the proxy (SNI localhost); the whole answer as read, to EOF.
 async fn raw_answer(addr: SocketAddr, ca: &str, request: &[u8]) -> Vec<u8> {
-    let config = client_tls(
-        ca,
-        &[&rustls::version::TLS13, &rustls::version::TLS12],
-        &[b"http/1.1"],
-    );
+    let config = h1_tls(ca);
     let mut tls = tls_connect(addr, config).await.expect("TLS to the proxy");
     // The proxy may answer (413) and close before the whole request is written: a refused write is
     // expected then, and the answer that came is what gets scanned.
@@ -262,7 +254,120 @@ fn echo(
     }
 }
 
-// ------------------------------------------------------------------------------------------ the test
+/// `token` with JSON escapes an upstream might use: `\u002d` for '-', `\u00XX` for a digit, `\/`.
+fn escaped_spellings(token: &str) -> Vec<String> {
+    let digit = token.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
+    let mut one_digit = token.to_string();
+    one_digit.replace_range(
+        digit..digit + 1,
+        &format!("\\u{:04x}", token.as_bytes()[digit]),
+    );
+    vec![
+        token.replace('-', "\\u002d"),
+        token.replace('-', "\\u002D"),
+        one_digit,
+        format!("{token}\\/x").replace('-', "\\u002d"),
+    ]
+}
+
+/// Every decoded string of a JSON document, keys included.
+fn decoded_strings(v: &serde_json::Value, into: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => into.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| decoded_strings(x, into)),
+        serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| {
+            into.push(k.clone());
+            decoded_strings(x, into);
+        }),
+        _ => {}
+    }
+}
+
+fn assert_json_has_no_token(body: &[u8], token: &str, what: &str) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "{what} is not JSON ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    let mut strings = Vec::new();
+    decoded_strings(&v, &mut strings);
+    assert!(
+        strings.iter().all(|s| !s.contains(token)),
+        "{what} holds the v2 token once decoded"
+    );
+}
+
+fn compressed(coding: &str, plain: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(plain).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(plain).unwrap();
+            e.finish().unwrap()
+        }
+        _ => {
+            let mut out = Vec::new();
+            let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            e.write_all(plain).unwrap();
+            drop(e);
+            out
+        }
+    }
+}
+
+fn encoded_override(status: StatusCode, coding: &str, body: Vec<u8>) -> Override {
+    Override {
+        status,
+        headers: vec![
+            ("content-type".into(), "application/scim+json".into()),
+            ("content-encoding".into(), coding.into()),
+        ],
+        body: Bytes::from(body),
+        delay: Duration::ZERO,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_echoing_the_v2_token_does_not_leak_it() {
+    let p = Builder::new().start().await;
+    let v2 = p.v2(0).to_string();
+    p.upstream(0).push_override(Override {
+        status: StatusCode::OK,
+        headers: vec![
+            ("x-debug-authorization".into(), format!("Bearer {v2}")),
+            ("x-echo".into(), v2.clone()),
+            ("x-other".into(), "fine".into()),
+        ],
+        body: Bytes::from_static(b"{}"),
+        delay: Duration::ZERO,
+    });
+    let a = p.get("/SCIM/v2/Users", OKTA).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.headers.get("x-debug-authorization").is_none());
+    assert!(a.headers.get("x-echo").is_none());
+    assert_eq!(a.header("x-other"), Some("fine"));
+    assert_no_secret(&a, std::slice::from_ref(&v2));
+    // Nor in a body (an upstream echoing the request, e.g. on TRACE or in a debug error).
+    p.upstream(0).push_override(Override {
+        status: StatusCode::BAD_REQUEST,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: Bytes::from(format!(
+            "{{\"detail\":\"bad request, Authorization: Bearer {v2}\"}}"
+        )),
+        delay: Duration::ZERO,
+    });
+    let a = p.get("/SCIM/v2/Users", OKTA).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&a.body).contains("bad request"));
+    assert_no_secret(&a, &[v2]);
+    p.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_a_log_a_response_or_the_cli_output() {
@@ -762,19 +867,6 @@ async fn no_secret_reaches_a_log_a_response_or_the_cli_output() {
     prepared.shutdown().await;
 }
 
-// ------------------------------------------------------------------------------------------ traffic log and echoes
-
-/// The traffic log of `p` once it has `n` lines (bounded wait), as text.
-async fn traffic_text(p: &TestProxy, n: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if p.traffic().len() >= n || Instant::now() > deadline {
-            return std::fs::read_to_string(p.dir().join("traffic.log")).unwrap_or_default();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_error_detail_echoing_the_v2_token_stays_out_of_the_traffic_log() {
     let p = Builder::new().start().await;
@@ -799,7 +891,7 @@ async fn an_upstream_error_detail_echoing_the_v2_token_stays_out_of_the_traffic_
         assert_eq!(a.status, status);
         assert_no_secret(&a, std::slice::from_ref(&v2));
     }
-    let log = traffic_text(&p, 3).await;
+    let log = traffic_text_after(p.dir(), 3).await;
     assert!(log.lines().count() >= 3, "{log}");
     assert!(
         !log.contains(&v2),
@@ -826,57 +918,13 @@ async fn a_captured_response_body_echoing_the_v2_token_stays_out_of_the_traffic_
     let a = p.get("/SCIM/v2/Users/u-1", OKTA).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_no_secret(&a, std::slice::from_ref(&v2));
-    let log = traffic_text(&p, 1).await;
+    let log = traffic_text_after(p.dir(), 1).await;
     assert!(log.contains("response_body"), "capture_bodies is on: {log}");
     assert!(
         !log.contains(&v2),
         "the v2 token is in the traffic log:\n{log}"
     );
     p.stop().await;
-}
-
-/// `token` with JSON escapes an upstream might use: `\u002d` for '-', `\u00XX` for a digit, `\/`.
-fn escaped_spellings(token: &str) -> Vec<String> {
-    let digit = token.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
-    let mut one_digit = token.to_string();
-    one_digit.replace_range(
-        digit..digit + 1,
-        &format!("\\u{:04x}", token.as_bytes()[digit]),
-    );
-    vec![
-        token.replace('-', "\\u002d"),
-        token.replace('-', "\\u002D"),
-        one_digit,
-        format!("{token}\\/x").replace('-', "\\u002d"),
-    ]
-}
-
-/// Every decoded string of a JSON document, keys included.
-fn decoded_strings(v: &serde_json::Value, into: &mut Vec<String>) {
-    match v {
-        serde_json::Value::String(s) => into.push(s.clone()),
-        serde_json::Value::Array(a) => a.iter().for_each(|x| decoded_strings(x, into)),
-        serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| {
-            into.push(k.clone());
-            decoded_strings(x, into);
-        }),
-        _ => {}
-    }
-}
-
-fn assert_json_has_no_token(body: &[u8], token: &str, what: &str) {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| {
-        panic!(
-            "{what} is not JSON ({e}): {}",
-            String::from_utf8_lossy(body)
-        )
-    });
-    let mut strings = Vec::new();
-    decoded_strings(&v, &mut strings);
-    assert!(
-        strings.iter().all(|s| !s.contains(token)),
-        "{what} holds the v2 token once decoded"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -912,48 +960,13 @@ async fn a_json_escaped_v2_token_echo_is_masked_in_the_answer_and_the_traffic_lo
             }
         }
     }
-    let log = traffic_text(&p, requests).await;
+    let log = traffic_text_after(p.dir(), requests).await;
     assert!(log.lines().count() >= requests, "{log}");
     assert!(!log.contains(&v2), "the v2 token is in the traffic log");
     for line in log.lines() {
         assert_json_has_no_token(line.as_bytes(), &v2, "a traffic record");
     }
     p.stop().await;
-}
-
-fn compressed(coding: &str, plain: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    match coding {
-        "gzip" => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(plain).unwrap();
-            e.finish().unwrap()
-        }
-        "deflate" => {
-            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(plain).unwrap();
-            e.finish().unwrap()
-        }
-        _ => {
-            let mut out = Vec::new();
-            let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-            e.write_all(plain).unwrap();
-            drop(e);
-            out
-        }
-    }
-}
-
-fn encoded_override(status: StatusCode, coding: &str, body: Vec<u8>) -> Override {
-    Override {
-        status,
-        headers: vec![
-            ("content-type".into(), "application/scim+json".into()),
-            ("content-encoding".into(), coding.into()),
-        ],
-        body: Bytes::from(body),
-        delay: Duration::ZERO,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -999,7 +1012,7 @@ async fn a_compressed_answer_is_decoded_redacted_and_sent_uncompressed_and_an_un
         p.assert_error(&a, 502, &[]);
         assert!(a.headers.get("content-encoding").is_none(), "{coding}");
     }
-    let log = traffic_text(&p, requests).await;
+    let log = traffic_text_after(p.dir(), requests).await;
     assert!(!log.contains(&v2), "the v2 token is in the traffic log");
     for line in log.lines() {
         assert_json_has_no_token(line.as_bytes(), &v2, "a traffic record");
