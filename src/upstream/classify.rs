@@ -143,3 +143,61 @@ impl From<ClientError> for ProxyError {
         classify_upstream_error(&err).with_source(err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::tunnel::TunnelFailure;
+
+    #[test]
+    fn a_refused_connect_reads_the_same_for_both_readers() {
+        let e = io::Error::new(io::ErrorKind::ConnectionRefused, "Connection refused");
+        let fault = UpstreamFault::read(&e, true);
+        assert!(matches!(
+            fault.failure,
+            UpstreamFailure::Connect(NetworkCause::Refused)
+        ));
+        let p = fault.to_proxy_error();
+        assert_eq!(p.kind, ErrorKind::UpstreamConnect);
+        assert_eq!(
+            p.detail,
+            "could not connect to the upstream: Connection refused"
+        );
+        // The io::Error, then the message it wraps.
+        assert_eq!(fault.chain(), "Connection refused: Connection refused");
+        let exchange = UpstreamFault::read(&e, false).to_proxy_error();
+        assert_eq!(exchange.kind, ErrorKind::UpstreamProtocol);
+        assert_eq!(
+            exchange.detail,
+            "the upstream connection failed: Connection refused"
+        );
+    }
+
+    #[test]
+    fn a_forward_proxy_failure_is_found_inside_an_io_error() {
+        let e = io::Error::other(ForwardProxyError {
+            failure: TunnelFailure::Refused {
+                status: 403,
+                reason: "Forbidden".into(),
+            },
+        });
+        let fault = UpstreamFault::read(&e, true);
+        assert!(matches!(fault.failure, UpstreamFailure::ForwardProxy(_)));
+        let p = fault.to_proxy_error();
+        assert_eq!(p.kind, ErrorKind::UpstreamConnect);
+        assert_eq!(
+            p.detail,
+            "the forward proxy refused the CONNECT tunnel to the upstream (403 Forbidden)"
+        );
+    }
+
+    #[test]
+    fn resolver_words_mean_dns() {
+        let e = io::Error::other("failed to lookup address information: Name or service not known");
+        let fault = UpstreamFault::read(&e, true);
+        assert!(matches!(
+            fault.failure,
+            UpstreamFailure::Connect(NetworkCause::Dns)
+        ));
+    }
+}
