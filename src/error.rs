@@ -7,7 +7,8 @@ mod response;
 
 use std::time::Duration;
 
-pub use chain::{error_chain, find_in_chain, innermost};
+pub(crate) use chain::innermost;
+pub use chain::{error_chain, find_in_chain};
 pub use kind::{ErrorKind, Origin};
 pub use response::{SCIM_ERROR_URN, SCIM_JSON, scim_error_response};
 

@@ -12,7 +12,7 @@ use crate::error::{ErrorKind, ProxyError, error_chain};
 /// Which leg failed. TLS and forward proxy failures exclude each other: the TLS handshake starts
 /// only once the tunnel stands.
 #[derive(Debug)]
-pub enum UpstreamFailure<'a> {
+pub(crate) enum UpstreamFailure<'a> {
     /// The TLS handshake with the upstream (its certificate, the protocol).
     Tls(&'a rustls::Error),
     /// The forward proxy leg: reaching it, its credentials, its answer to CONNECT.
@@ -25,7 +25,7 @@ pub enum UpstreamFailure<'a> {
 
 /// The most likely network cause, from the first I/O error's kind, else the chain's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetworkCause {
+pub(crate) enum NetworkCause {
     Refused,
     /// No address of the egress family, or the egress address is not on this host.
     NoAddress,
@@ -35,7 +35,7 @@ pub enum NetworkCause {
 }
 
 /// An upstream failure read once: the failing leg, and the chain it was read from.
-pub struct UpstreamFault<'a> {
+pub(crate) struct UpstreamFault<'a> {
     pub failure: UpstreamFailure<'a>,
     links: Vec<&'a (dyn Error + 'static)>,
     /// The first I/O error: its words say why a connect failed.
