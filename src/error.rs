@@ -7,7 +7,8 @@ mod response;
 
 use std::time::Duration;
 
-pub use chain::{error_chain, find_in_chain, innermost};
+pub(crate) use chain::innermost;
+pub use chain::{error_chain, find_in_chain};
 pub use kind::{ErrorKind, Origin};
 pub use response::{SCIM_ERROR_URN, SCIM_JSON, scim_error_response};
 
@@ -83,6 +84,17 @@ impl ProxyError {
         )
     }
 
+    /// 504: no response head within `upstream_timeout`.
+    pub fn upstream_timeout(after: Duration) -> ProxyError {
+        ProxyError::new(
+            ErrorKind::UpstreamTimeout,
+            format!(
+                "the upstream did not answer within {}",
+                humantime::format_duration(after)
+            ),
+        )
+    }
+
     /// What reading the request body failed with: 408 when it stalled, 413 when it is over the
     /// limit, else 400 naming the cause.
     pub fn from_request_body(e: BoxError) -> ProxyError {
@@ -148,6 +160,9 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::BadRequest);
         assert_eq!(e.detail, "the request body could not be read: bad chunk");
         assert_eq!(e.origin(), Origin::Downstream);
+        let late = ProxyError::upstream_timeout(Duration::from_secs(30));
+        assert_eq!(late.detail, "the upstream did not answer within 30s");
+        assert_eq!(late.origin(), Origin::Upstream);
         assert_eq!(
             find_in_chain::<ProxyError>(&e).map(|p| p.kind),
             Some(ErrorKind::BadRequest)

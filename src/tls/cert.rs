@@ -4,6 +4,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::CertificateDer;
 
+/// The certificate, or why it does not parse (in the words errors show).
+fn parse<'a>(
+    der: &'a CertificateDer<'_>,
+) -> Result<x509_parser::certificate::X509Certificate<'a>, String> {
+    x509_parser::parse_x509_certificate(der.as_ref())
+        .map(|(_, cert)| cert)
+        .map_err(|e| format!("not a parsable X.509 certificate ({e})"))
+}
+
 /// What operators need to know about a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
@@ -21,8 +30,7 @@ impl CertInfo {
 
 /// Subject, issuer and validity of a DER certificate.
 pub fn cert_info(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
-        .map_err(|e| format!("not a parsable X.509 certificate ({e})"))?;
+    let cert = parse(der)?;
     let to_system = |t: x509_parser::time::ASN1Time| {
         let secs = t.timestamp();
         if secs >= 0 {
@@ -67,8 +75,7 @@ impl CertNames {
 /// The DNS and IP subject alternative names of a DER certificate.
 pub fn cert_names(der: &CertificateDer<'_>) -> Result<CertNames, String> {
     use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
-        .map_err(|e| format!("not a parsable X.509 certificate ({e})"))?;
+    let cert = parse(der)?;
     let mut names = CertNames::default();
     let san = cert
         .subject_alternative_name()

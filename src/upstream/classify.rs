@@ -12,7 +12,7 @@ use crate::error::{ErrorKind, ProxyError, error_chain};
 /// Which leg failed. TLS and forward proxy failures exclude each other: the TLS handshake starts
 /// only once the tunnel stands.
 #[derive(Debug)]
-pub enum UpstreamFailure<'a> {
+pub(crate) enum UpstreamFailure<'a> {
     /// The TLS handshake with the upstream (its certificate, the protocol).
     Tls(&'a rustls::Error),
     /// The forward proxy leg: reaching it, its credentials, its answer to CONNECT.
@@ -25,7 +25,7 @@ pub enum UpstreamFailure<'a> {
 
 /// The most likely network cause, from the first I/O error's kind, else the chain's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetworkCause {
+pub(crate) enum NetworkCause {
     Refused,
     /// No address of the egress family, or the egress address is not on this host.
     NoAddress,
@@ -35,7 +35,7 @@ pub enum NetworkCause {
 }
 
 /// An upstream failure read once: the failing leg, and the chain it was read from.
-pub struct UpstreamFault<'a> {
+pub(crate) struct UpstreamFault<'a> {
     pub failure: UpstreamFailure<'a>,
     links: Vec<&'a (dyn Error + 'static)>,
     /// The first I/O error: its words say why a connect failed.
@@ -141,5 +141,63 @@ pub fn classify_upstream_error(err: &ClientError) -> ProxyError {
 impl From<ClientError> for ProxyError {
     fn from(err: ClientError) -> ProxyError {
         classify_upstream_error(&err).with_source(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::tunnel::TunnelFailure;
+
+    #[test]
+    fn a_refused_connect_reads_the_same_for_both_readers() {
+        let e = io::Error::new(io::ErrorKind::ConnectionRefused, "Connection refused");
+        let fault = UpstreamFault::read(&e, true);
+        assert!(matches!(
+            fault.failure,
+            UpstreamFailure::Connect(NetworkCause::Refused)
+        ));
+        let p = fault.to_proxy_error();
+        assert_eq!(p.kind, ErrorKind::UpstreamConnect);
+        assert_eq!(
+            p.detail,
+            "could not connect to the upstream: Connection refused"
+        );
+        // The io::Error, then the message it wraps.
+        assert_eq!(fault.chain(), "Connection refused: Connection refused");
+        let exchange = UpstreamFault::read(&e, false).to_proxy_error();
+        assert_eq!(exchange.kind, ErrorKind::UpstreamProtocol);
+        assert_eq!(
+            exchange.detail,
+            "the upstream connection failed: Connection refused"
+        );
+    }
+
+    #[test]
+    fn a_forward_proxy_failure_is_found_inside_an_io_error() {
+        let e = io::Error::other(ForwardProxyError {
+            failure: TunnelFailure::Refused {
+                status: 403,
+                reason: "Forbidden".into(),
+            },
+        });
+        let fault = UpstreamFault::read(&e, true);
+        assert!(matches!(fault.failure, UpstreamFailure::ForwardProxy(_)));
+        let p = fault.to_proxy_error();
+        assert_eq!(p.kind, ErrorKind::UpstreamConnect);
+        assert_eq!(
+            p.detail,
+            "the forward proxy refused the CONNECT tunnel to the upstream (403 Forbidden)"
+        );
+    }
+
+    #[test]
+    fn resolver_words_mean_dns() {
+        let e = io::Error::other("failed to lookup address information: Name or service not known");
+        let fault = UpstreamFault::read(&e, true);
+        assert!(matches!(
+            fault.failure,
+            UpstreamFailure::Connect(NetworkCause::Dns)
+        ));
     }
 }

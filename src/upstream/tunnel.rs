@@ -33,58 +33,15 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<(), TunnelFailure> {
     let exchange = async {
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let mut head =
-            format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
-        if let Some(auth) = auth {
-            head.extend_from_slice(b"Proxy-Authorization: ");
-            head.extend_from_slice(auth.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
         stream
-            .write_all(&head)
+            .write_all(&connect_head(host, port, auth))
             .await
             .map_err(|e| TunnelFailure::Protocol(format!("writing CONNECT: {e}")))?;
-        // Read byte-wise up to the blank line, so no tunnel byte is consumed.
-        let mut answer = Vec::with_capacity(256);
-        let mut byte = [0u8; 1];
-        while !answer.ends_with(b"\r\n\r\n") {
-            if answer.len() >= MAX_HEAD {
-                return Err(TunnelFailure::Protocol(
-                    "the forward proxy's answer head is too long".into(),
-                ));
-            }
-            let n = stream
-                .read(&mut byte)
-                .await
-                .map_err(|e| TunnelFailure::Protocol(format!("reading the CONNECT answer: {e}")))?;
-            if n == 0 {
-                return Err(TunnelFailure::Protocol(
-                    "the forward proxy closed the connection instead of answering CONNECT".into(),
-                ));
-            }
-            answer.push(byte[0]);
-        }
+        let answer = read_head(stream).await?;
         let (status, reason) = status_line(&answer).ok_or_else(|| {
             TunnelFailure::Protocol("the forward proxy's answer is not HTTP".into())
         })?;
-        match status {
-            200..=299 => Ok(()),
-            407 => Err(TunnelFailure::Auth {
-                status,
-                sent_credentials: auth.is_some(),
-            }),
-            401 if auth.is_some() => Err(TunnelFailure::Auth {
-                status,
-                sent_credentials: true,
-            }),
-            _ => Err(TunnelFailure::Refused { status, reason }),
-        }
+        verdict(status, reason, auth.is_some())
     };
     tokio::time::timeout(timeout, exchange)
         .await
@@ -93,6 +50,64 @@ pub async fn connect(
                 "the forward proxy did not answer CONNECT in time".into(),
             ))
         })
+}
+
+/// `CONNECT host:port HTTP/1.1` with Host and, when configured, the proxy credentials.
+fn connect_head(host: &str, port: u16, auth: Option<&HeaderValue>) -> Vec<u8> {
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
+    if let Some(auth) = auth {
+        head.extend_from_slice(b"Proxy-Authorization: ");
+        head.extend_from_slice(auth.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// The answer head up to its blank line, read byte-wise so that no tunnel byte is consumed.
+async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, TunnelFailure> {
+    let mut answer = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        if answer.len() >= MAX_HEAD {
+            return Err(TunnelFailure::Protocol(
+                "the forward proxy's answer head is too long".into(),
+            ));
+        }
+        let n = stream
+            .read(&mut byte)
+            .await
+            .map_err(|e| TunnelFailure::Protocol(format!("reading the CONNECT answer: {e}")))?;
+        if n == 0 {
+            return Err(TunnelFailure::Protocol(
+                "the forward proxy closed the connection instead of answering CONNECT".into(),
+            ));
+        }
+        answer.push(byte[0]);
+    }
+    Ok(answer)
+}
+
+/// What the proxy's status means: 2xx is the tunnel; 407 (or 401 to credentials sent) is about
+/// the credentials; anything else is a refusal.
+fn verdict(status: u16, reason: String, sent_credentials: bool) -> Result<(), TunnelFailure> {
+    match status {
+        200..=299 => Ok(()),
+        407 => Err(TunnelFailure::Auth {
+            status,
+            sent_credentials,
+        }),
+        401 if sent_credentials => Err(TunnelFailure::Auth {
+            status,
+            sent_credentials: true,
+        }),
+        _ => Err(TunnelFailure::Refused { status, reason }),
+    }
 }
 
 /// `HTTP/1.x 403 Forbidden` -> (403, "Forbidden").
