@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::super::attrs::{canonical, get_ci, key_ci, merge_ci, remove_ci, set_ci};
+use super::super::attrs::{get_ci, key_ci, merge_ci, remove_ci, set_ci, slot_ci};
 use super::super::error::{ScimError, invalid_path, invalid_syntax};
 use super::super::path::{AttrPath, parse_attr_path};
 use super::OpKind;
@@ -168,16 +168,7 @@ pub(super) fn child_object<'m>(
     name: &str,
     create: bool,
 ) -> Result<Option<&'m mut Map<String, Value>>, ScimError> {
-    let key = match key_ci(m, name) {
-        Some(k) => k,
-        None if create => {
-            let k = canonical(name);
-            m.insert(k.clone(), Value::Object(Map::new()));
-            k
-        }
-        None => return Ok(None),
-    };
-    let Some(slot) = m.get_mut(&key) else {
+    let Some(slot) = slot_ci(m, name, create, Value::Object(Map::new())) else {
         return Ok(None);
     };
     if slot.is_null() {
