@@ -147,11 +147,7 @@ pub(super) fn delete(
 }
 
 /// `None` without the header; otherwise whether any listed tag (or `*`) matches, weakly.
-pub(super) fn header_etag_matches(
-    headers: &HeaderMap,
-    name: &HeaderName,
-    etag: &str,
-) -> Option<bool> {
+fn header_etag_matches(headers: &HeaderMap, name: &HeaderName, etag: &str) -> Option<bool> {
     let mut values = headers.get_all(name).iter().peekable();
     values.peek()?;
     let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();

@@ -69,7 +69,7 @@ pub(crate) fn apply_op(
     }
 }
 
-pub(super) fn need_value(value: Option<Value>) -> Result<Value, ScimError> {
+fn need_value(value: Option<Value>) -> Result<Value, ScimError> {
     value.ok_or_else(|| invalid_syntax("value is required"))
 }
 
@@ -155,7 +155,7 @@ fn add_elements(items: &mut Vec<Value>, v: Value) {
 }
 
 /// Identity of a multi-valued element: its `value` if it has one, else the whole element.
-pub(super) fn element_key(v: &Value) -> String {
+fn element_key(v: &Value) -> String {
     match v.as_object().and_then(|o| get_ci(o, "value")) {
         Some(value) => format!("v:{value}"),
         None => format!("j:{v}"),
@@ -163,7 +163,7 @@ pub(super) fn element_key(v: &Value) -> String {
 }
 
 /// The complex attribute `name` as an object, created when asked; `None` if absent.
-pub(super) fn child_object<'m>(
+fn child_object<'m>(
     m: &'m mut Map<String, Value>,
     name: &str,
     create: bool,
