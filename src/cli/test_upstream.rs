@@ -8,24 +8,30 @@ use std::sync::Arc;
 use super::runtime::with_runtime;
 use crate::lab::upstream::{Upstream, UpstreamOptions};
 
-/// Serves until SIGTERM or Ctrl-C; `log_requests` prints each request on stdout.
-pub(super) fn run(
-    listen: SocketAddr,
-    tls: Option<(PathBuf, PathBuf)>,
-    token_file: PathBuf,
-    base_path: String,
-    log_requests: bool,
-) -> ExitCode {
-    with_runtime(serve(listen, tls, token_file, base_path, log_requests))
+/// What `test-upstream` was asked for on the command line.
+pub(super) struct Options {
+    pub(super) listen: SocketAddr,
+    /// `--cert` and `--key`; plain HTTP without.
+    pub(super) tls: Option<(PathBuf, PathBuf)>,
+    pub(super) token_file: PathBuf,
+    pub(super) base_path: String,
+    /// Print each request on stdout.
+    pub(super) log_requests: bool,
 }
 
-async fn serve(
-    listen: SocketAddr,
-    tls: Option<(PathBuf, PathBuf)>,
-    token_file: PathBuf,
-    base_path: String,
-    log_requests: bool,
-) -> ExitCode {
+/// Serves until SIGTERM or Ctrl-C.
+pub(super) fn run(options: Options) -> ExitCode {
+    with_runtime(serve(options))
+}
+
+async fn serve(options: Options) -> ExitCode {
+    let Options {
+        listen,
+        tls,
+        token_file,
+        base_path,
+        log_requests,
+    } = options;
     let token = match read_token(&token_file) {
         Ok(t) => t,
         Err(code) => return code,

@@ -90,13 +90,14 @@ pub(super) async fn drive(
         v2_token,
         n: 0,
     };
+    connect_and_look_up(&mut s).await?;
     let user_id = provision_user(&mut s).await?;
     let group_id = push_group(&mut s, &user_id).await?;
     refuse_then_delete(&mut s, &user_id, &group_id).await
 }
 
-/// Okta tests the connection; Entra looks the user up, creates and deactivates it; Okta reads it.
-async fn provision_user(s: &mut Step<'_>) -> Result<String, String> {
+/// Okta tests the connection; Entra looks for the user before creating it.
+async fn connect_and_look_up(s: &mut Step<'_>) -> Result<(), String> {
     s.call(
         "Okta tests the connection",
         OKTA,
@@ -117,6 +118,11 @@ async fn provision_user(s: &mut Step<'_>) -> Result<String, String> {
         )
         .await?;
     println!("    totalResults = {}", found.json()["totalResults"]);
+    Ok(())
+}
+
+/// Entra creates and deactivates the user; Okta reads it back. Returns the user's id.
+async fn provision_user(s: &mut Step<'_>) -> Result<String, String> {
     let created = s
         .call(
             "Entra creates the user",

@@ -16,6 +16,26 @@ pub(super) fn get_ci<'m>(m: &'m Map<String, Value>, name: &str) -> Option<&'m Va
     })
 }
 
+/// The value under `name` (any case); when absent and `create`, a new `empty` one under the
+/// schema's spelling of `name`.
+pub(super) fn slot_ci<'m>(
+    m: &'m mut Map<String, Value>,
+    name: &str,
+    create: bool,
+    empty: Value,
+) -> Option<&'m mut Value> {
+    let key = match key_ci(m, name) {
+        Some(k) => k,
+        None if create => {
+            let k = canonical(name);
+            m.insert(k.clone(), empty);
+            k
+        }
+        None => return None,
+    };
+    m.get_mut(&key)
+}
+
 pub(super) fn remove_ci(m: &mut Map<String, Value>, name: &str) -> Option<Value> {
     let key = key_ci(m, name)?;
     m.remove(&key)

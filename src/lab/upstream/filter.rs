@@ -32,7 +32,7 @@ impl<'a> Parser<'a> {
         }
     }
     /// Up to the next whitespace outside brackets and quotes.
-    pub(super) fn attr_token(&mut self) -> &'a str {
+    fn attr_token(&mut self) -> &'a str {
         let start = self.i;
         let (mut depth, mut in_quote, mut escaped) = (0u32, false, false);
         while let Some(b) = self.peek() {
@@ -56,14 +56,14 @@ impl<'a> Parser<'a> {
         }
         self.s.get(start..self.i).unwrap_or_default()
     }
-    pub(super) fn word(&mut self) -> &'a str {
+    fn word(&mut self) -> &'a str {
         let start = self.i;
         while self.peek().is_some_and(|b| !b.is_ascii_whitespace()) {
             self.i += 1;
         }
         self.s.get(start..self.i).unwrap_or_default()
     }
-    pub(super) fn literal(&mut self) -> Result<Value, String> {
+    fn literal(&mut self) -> Result<Value, String> {
         if self.peek() == Some(b'"') {
             let start = self.i;
             self.i += 1;
@@ -164,7 +164,7 @@ impl Cmp {
     }
 }
 
-pub(super) fn value_eq(actual: &Value, wanted: &Value, case_exact: bool) -> bool {
+fn value_eq(actual: &Value, wanted: &Value, case_exact: bool) -> bool {
     match (actual, wanted) {
         (Value::String(a), Value::String(w)) if case_exact => a == w,
         (Value::String(a), Value::String(w)) => a.to_lowercase() == w.to_lowercase(),

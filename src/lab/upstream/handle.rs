@@ -54,7 +54,7 @@ pub struct Upstream {
     ctl: Arc<Control>,
 }
 
-pub(super) struct Control {
+struct Control {
     pub(super) stop: watch::Sender<bool>,
     pub(super) done: watch::Receiver<bool>,
 }
@@ -160,7 +160,7 @@ pub(super) struct State {
     pub(super) stop: watch::Receiver<bool>,
 }
 
-pub(super) fn normalize_base(base: &str) -> String {
+fn normalize_base(base: &str) -> String {
     let trimmed = base.trim().trim_end_matches('/');
     if trimmed.is_empty() || trimmed.starts_with('/') {
         trimmed.to_string()

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::header::{ETAG, HeaderName, IF_MATCH, IF_NONE_MATCH, LOCATION};
 use http::{HeaderMap, StatusCode};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::SCIM_JSON;
 use super::error::ScimError;
@@ -52,7 +52,31 @@ pub(super) fn get_one(
     Ok(resource_response(StatusCode::OK, res, &v))
 }
 
-pub(super) fn check_if_match(ctx: &Ctx<'_>, res: &Res) -> Result<(), ScimError> {
+/// Where resource `id` is, if the request's If-Match (when sent) names its current version.
+fn current(store: &Store, kind: Kind, id: &str, ctx: &Ctx<'_>) -> Result<usize, ScimError> {
+    let idx = store.position(kind, id)?;
+    check_if_match(ctx, &store.list(kind)[idx])?;
+    Ok(idx)
+}
+
+/// Normalises new attributes for the resource at `idx` and checks they keep names unique; the
+/// resource to store them in.
+fn validated<'s>(
+    store: &'s mut Store,
+    kind: Kind,
+    idx: usize,
+    id: &str,
+    attrs: &mut Map<String, Value>,
+) -> Result<&'s mut Res, ScimError> {
+    sanitize(kind, attrs)?;
+    store.check_unique(kind, attrs, Some(id))?;
+    store
+        .list_mut(kind)
+        .get_mut(idx)
+        .ok_or_else(|| ScimError::not_found(format!("{id} not found")))
+}
+
+fn check_if_match(ctx: &Ctx<'_>, res: &Res) -> Result<(), ScimError> {
     if header_etag_matches(ctx.headers, &IF_MATCH, &res.etag()) == Some(false) {
         return Err(ScimError::new(
             StatusCode::PRECONDITION_FAILED,
@@ -69,14 +93,9 @@ pub(super) fn replace(
     id: &str,
     ctx: &Ctx<'_>,
 ) -> Result<Resp, ScimError> {
-    let idx = store.position(kind, id)?;
-    check_if_match(ctx, &store.list(kind)[idx])?;
+    let idx = current(store, kind, id, ctx)?;
     let mut attrs = parse_object(ctx.body)?;
-    sanitize(kind, &mut attrs)?;
-    store.check_unique(kind, &attrs, Some(id))?;
-    let Some(res) = store.list_mut(kind).get_mut(idx) else {
-        return Err(ScimError::not_found(format!("{id} not found")));
-    };
+    let res = validated(store, kind, idx, id, &mut attrs)?;
     res.attrs = attrs;
     res.touch();
     let v = render(kind, res, &ctx.base_url);
@@ -89,19 +108,14 @@ pub(super) fn patch(
     id: &str,
     ctx: &Ctx<'_>,
 ) -> Result<Resp, ScimError> {
-    let idx = store.position(kind, id)?;
-    check_if_match(ctx, &store.list(kind)[idx])?;
+    let idx = current(store, kind, id, ctx)?;
     let ops = parse_patch(ctx.body)?;
     // Atomic: work on a copy and commit only if every op succeeded.
     let mut attrs = store.list(kind)[idx].attrs.clone();
     for op in &ops {
         apply_op(&mut attrs, op.op, op.path.as_ref(), op.value.clone())?;
     }
-    sanitize(kind, &mut attrs)?;
-    store.check_unique(kind, &attrs, Some(id))?;
-    let Some(res) = store.list_mut(kind).get_mut(idx) else {
-        return Err(ScimError::not_found(format!("{id} not found")));
-    };
+    let res = validated(store, kind, idx, id, &mut attrs)?;
     if res.attrs != attrs {
         res.attrs = attrs;
         res.touch();
@@ -117,8 +131,7 @@ pub(super) fn delete(
     id: &str,
     ctx: &Ctx<'_>,
 ) -> Result<Resp, ScimError> {
-    let idx = store.position(kind, id)?;
-    check_if_match(ctx, &store.list(kind)[idx])?;
+    let idx = current(store, kind, id, ctx)?;
     store.list_mut(kind).remove(idx);
     // A deleted user or group is no longer anyone's member.
     for group in &mut store.groups {
@@ -134,11 +147,7 @@ pub(super) fn delete(
 }
 
 /// `None` without the header; otherwise whether any listed tag (or `*`) matches, weakly.
-pub(super) fn header_etag_matches(
-    headers: &HeaderMap,
-    name: &HeaderName,
-    etag: &str,
-) -> Option<bool> {
+fn header_etag_matches(headers: &HeaderMap, name: &HeaderName, etag: &str) -> Option<bool> {
     let mut values = headers.get_all(name).iter().peekable();
     values.peek()?;
     let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();

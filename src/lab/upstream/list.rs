@@ -14,9 +14,9 @@ use super::response::{Resp, json_response};
 use super::routes::Ctx;
 use super::store::Store;
 
-pub(super) const DEFAULT_COUNT: i64 = 100;
+const DEFAULT_COUNT: i64 = 100;
 // Netskope's filter maxResults.
-pub(super) const MAX_COUNT: i64 = 200;
+const MAX_COUNT: i64 = 200;
 
 pub(super) fn list(store: &Store, kind: Kind, ctx: &Ctx<'_>) -> Result<Resp, ScimError> {
     let filter = ctx
@@ -60,7 +60,7 @@ pub(super) fn list(store: &Store, kind: Kind, ctx: &Ctx<'_>) -> Result<Resp, Sci
 }
 
 /// Integers as SCIM wants them: absent → default, out of range saturates, junk → 400.
-pub(super) fn parse_int(q: &Query, name: &str, default: i64) -> Result<i64, ScimError> {
+fn parse_int(q: &Query, name: &str, default: i64) -> Result<i64, ScimError> {
     let Some(raw) = q.get(name) else {
         return Ok(default);
     };

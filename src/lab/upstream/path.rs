@@ -13,21 +13,21 @@ pub(super) struct AttrPath {
     pub(super) sub: Option<String>,
 }
 
-pub(super) fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| s.get(prefix.len()..))
         .flatten()
 }
 
-pub(super) fn valid_name(s: &str) -> bool {
+fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'$')
 }
 
 /// Index of the `]` closing the `[` at byte 0, skipping quoted strings.
-pub(super) fn find_close_bracket(s: &str) -> Option<usize> {
+fn find_close_bracket(s: &str) -> Option<usize> {
     let mut in_quote = false;
     let mut escaped = false;
     for (i, b) in s.bytes().enumerate().skip(1) {

@@ -20,7 +20,7 @@ use super::response::Resp;
 use super::routes::{Ctx, route};
 use super::server::stopped;
 
-pub(super) const MAX_BODY: usize = 64 * 1024 * 1024;
+const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Answers one request; every request is recorded first, rejected ones too.
 pub(super) async fn handle(

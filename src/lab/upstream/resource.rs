@@ -89,7 +89,7 @@ pub(super) fn sanitize(kind: Kind, attrs: &mut Map<String, Value>) -> Result<(),
 }
 
 /// Members are stored as `{value, display?, type?}`, deduplicated; `$ref` is computed on output.
-pub(super) fn normalize_members(v: Value) -> Result<Value, ScimError> {
+fn normalize_members(v: Value) -> Result<Value, ScimError> {
     let items = match v {
         Value::Null => Vec::new(),
         Value::Array(a) => a,

@@ -52,7 +52,7 @@ pub(super) fn route(state: &State, path: &str, ctx: &Ctx<'_>) -> Result<Resp, Sc
     }
 }
 
-pub(super) fn strip_base<'a>(path: &'a str, base: &str) -> Option<&'a str> {
+fn strip_base<'a>(path: &'a str, base: &str) -> Option<&'a str> {
     let rest = path.strip_prefix(base)?;
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }

@@ -20,11 +20,11 @@ use super::framing::framed;
 use super::handle::State;
 use super::request::handle;
 
-pub(super) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 // How long open connections get to finish in-flight requests on shutdown before being cut.
-pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
-/// Resolves once shutdown was requested or every [`Upstream`] handle is gone.
+/// Resolves once shutdown was requested or every [`super::Upstream`] handle is gone.
 pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -67,7 +67,7 @@ pub(super) async fn accept_loop(
     done.send_replace(true);
 }
 
-pub(super) async fn serve_conn(
+async fn serve_conn(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: Option<TlsAcceptor>,
@@ -95,7 +95,7 @@ pub(super) async fn serve_conn(
     }
 }
 
-pub(super) async fn serve_http<I>(
+async fn serve_http<I>(
     io: I,
     peer: SocketAddr,
     local: Option<SocketAddr>,

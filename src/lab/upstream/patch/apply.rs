@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::super::attrs::{canonical, get_ci, key_ci, merge_ci, remove_ci, set_ci};
+use super::super::attrs::{get_ci, key_ci, merge_ci, remove_ci, set_ci, slot_ci};
 use super::super::error::{ScimError, invalid_path, invalid_syntax};
 use super::super::path::{AttrPath, parse_attr_path};
 use super::OpKind;
@@ -69,7 +69,7 @@ pub(crate) fn apply_op(
     }
 }
 
-pub(super) fn need_value(value: Option<Value>) -> Result<Value, ScimError> {
+fn need_value(value: Option<Value>) -> Result<Value, ScimError> {
     value.ok_or_else(|| invalid_syntax("value is required"))
 }
 
@@ -155,7 +155,7 @@ fn add_elements(items: &mut Vec<Value>, v: Value) {
 }
 
 /// Identity of a multi-valued element: its `value` if it has one, else the whole element.
-pub(super) fn element_key(v: &Value) -> String {
+fn element_key(v: &Value) -> String {
     match v.as_object().and_then(|o| get_ci(o, "value")) {
         Some(value) => format!("v:{value}"),
         None => format!("j:{v}"),
@@ -163,21 +163,12 @@ pub(super) fn element_key(v: &Value) -> String {
 }
 
 /// The complex attribute `name` as an object, created when asked; `None` if absent.
-pub(super) fn child_object<'m>(
+fn child_object<'m>(
     m: &'m mut Map<String, Value>,
     name: &str,
     create: bool,
 ) -> Result<Option<&'m mut Map<String, Value>>, ScimError> {
-    let key = match key_ci(m, name) {
-        Some(k) => k,
-        None if create => {
-            let k = canonical(name);
-            m.insert(k.clone(), Value::Object(Map::new()));
-            k
-        }
-        None => return Ok(None),
-    };
-    let Some(slot) = m.get_mut(&key) else {
+    let Some(slot) = slot_ci(m, name, create, Value::Object(Map::new())) else {
         return Ok(None);
     };
     if slot.is_null() {

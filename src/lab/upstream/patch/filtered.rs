@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::super::attrs::{canonical, key_ci, merge_ci, remove_ci, set_ci};
+use super::super::attrs::{canonical, merge_ci, remove_ci, set_ci, slot_ci};
 use super::super::error::{ScimError, invalid_path};
 use super::super::filter::Cmp;
 
@@ -13,16 +13,7 @@ pub(super) fn multi_valued<'m>(
     attr: &str,
     create: bool,
 ) -> Result<Option<&'m mut Vec<Value>>, ScimError> {
-    let key = match key_ci(scope, attr) {
-        Some(k) => k,
-        None if create => {
-            let k = canonical(attr);
-            scope.insert(k.clone(), Value::Array(Vec::new()));
-            k
-        }
-        None => return Ok(None),
-    };
-    let Some(slot) = scope.get_mut(&key) else {
+    let Some(slot) = slot_ci(scope, attr, create, Value::Array(Vec::new())) else {
         return Ok(None);
     };
     if slot.is_null() {
