@@ -3,6 +3,7 @@
 pub mod auth_watch;
 mod body_mask;
 mod credentials;
+mod log_drops;
 pub mod metrics;
 mod pii;
 mod query_mask;
