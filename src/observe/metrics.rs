@@ -1,7 +1,7 @@
 //! Prometheus metrics (`/metrics` on the admin listener) and the readiness verdict (`/readyz`).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
+pub use crate::observe::log_drops::{LogDrops, count_tracing_losses, tracing_dropped};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -59,34 +60,6 @@ pub struct ResultLabels {
 pub struct SinkLabels {
     /// traffic (the traffic log), tracing (stderr: events and, with the traffic log off, access lines)
     pub sink: String,
-}
-
-/// Log records dropped since start because a sink did not keep up.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LogDrops {
-    pub traffic: u64,
-    pub tracing: u64,
-}
-
-impl LogDrops {
-    pub fn any(&self) -> bool {
-        self.traffic > 0 || self.tracing > 0
-    }
-}
-
-/// The loss count of the process's non-blocking `tracing` writer, set once by `main`.
-static TRACING_LOSSES: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
-
-/// Makes the `tracing` writer's losses visible in `/metrics` and `/readyz`.
-pub fn count_tracing_losses(counter: tracing_appender::non_blocking::ErrorCounter) {
-    let _ = TRACING_LOSSES.set(counter);
-}
-
-/// Lines the `tracing` writer dropped since start (0 when it is not the non-blocking one).
-pub fn tracing_dropped() -> u64 {
-    TRACING_LOSSES
-        .get()
-        .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
