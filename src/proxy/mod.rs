@@ -11,6 +11,8 @@ mod admit;
 mod authenticate;
 mod client_address;
 mod counted;
+mod exchange;
+mod record;
 mod request_id;
 mod rescue;
 mod respond;
