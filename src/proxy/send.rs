@@ -2,8 +2,8 @@
 //! idempotent request met a reset before any answer, and says whose fault a failure was: the
 //! inbound body's (413/400/408) or the upstream's (502).
 //!
-//! The upstream is a seam (`Upstream`): the pooled client when serving (`pooled`), an in-memory
-//! `tower::service_fn` in tests.
+//! The upstream is a seam (`Upstream`): the snapshot's pooled client when serving, any tower
+//! service (`InMemory(tower::service_fn(..))`) in tests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,10 +71,10 @@ pub(crate) struct Sent {
 /// What else `send` needs: the limits, the process-wide retry budget, the inbound body's failure
 /// record and the request id for the logs.
 pub(crate) struct SendContext<'a> {
-    pub limits: &'a Limits,
-    pub retry_budget: &'a RetryBudget,
-    pub inbound: &'a InboundFailure,
-    pub request_id: &'a str,
+    limits: &'a Limits,
+    retry_budget: &'a RetryBudget,
+    inbound: &'a InboundFailure,
+    request_id: &'a str,
 }
 
 impl<'a> SendContext<'a> {

@@ -127,7 +127,7 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
 
 /// Binds `addr`, naming the config key in the error an operator sees.
 async fn bind(key: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("{key}: cannot listen on {addr}: {e}"))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{key}: cannot listen on {addr}: {e}")))
 }
