@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, LengthLimitError};
 use crate::body::{BoxError, ProxyBody};
 use crate::config::Limits;
 use crate::error::{ErrorKind, ProxyError};
+use crate::proxy::LOG_TARGET;
 use crate::proxy::counted::{InboundFailure, too_large};
 use crate::state::RetryBudget;
 use crate::upstream::UpstreamClient;
@@ -114,7 +115,7 @@ pub(crate) async fn send(
     // Decided before the second attempt: the failed result is not held across it.
     let retry = match (&result, replay) {
         (Err(e), Some(replay)) if is_reset_before_answer(e) && cx.retry_budget.try_take() => {
-            tracing::info!(request_id = %cx.request_id, error = %e, "connection to the upstream broke before an answer; retrying the idempotent request once");
+            tracing::info!(target: LOG_TARGET, request_id = %cx.request_id, error = %e, "connection to the upstream broke before an answer; retrying the idempotent request once");
             Some(replay)
         }
         _ => None,
@@ -147,7 +148,7 @@ fn timeout_error(upstream_timeout: Duration) -> ProxyError {
 /// the IdP went away), the client library may only report a reset stream: the fault is the IdP's.
 fn failure(e: &BoxError, cx: &SendContext<'_>) -> ProxyError {
     if let Some(inbound) = cx.inbound.get() {
-        tracing::debug!(request_id = %cx.request_id, error = %e, "the request body failed on the way in");
+        tracing::debug!(target: LOG_TARGET, request_id = %cx.request_id, error = %e, "the request body failed on the way in");
         return inbound.into_error(cx.limits);
     }
     if crate::error::find_in_chain::<LengthLimitError>(&**e).is_some() {
