@@ -5,6 +5,7 @@ use http::Response;
 
 use crate::body::ProxyBody;
 use crate::error::{Origin, ProxyError};
+use crate::proxy::LOG_TARGET;
 use crate::proxy::logging::Exchange;
 
 /// Answers `e` for the request `exchange` describes.
@@ -12,6 +13,7 @@ pub(crate) fn rescue(e: ProxyError, exchange: &mut Exchange) -> Response<ProxyBo
     exchange.error = Some(e.kind);
     if e.kind.origin() != Origin::Downstream {
         tracing::warn!(
+            target: LOG_TARGET,
             request_id = %exchange.request_id,
             route = exchange.route.as_deref().unwrap_or("-"),
             kind = e.kind.as_str(),

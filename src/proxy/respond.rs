@@ -8,6 +8,7 @@ use http::{HeaderMap, Method, Response, Version};
 use crate::body::ProxyBody;
 use crate::body::filter::{self, UpstreamCopy};
 use crate::error::ProxyError;
+use crate::proxy::LOG_TARGET;
 use crate::proxy::headers;
 use crate::proxy::routing::Destination;
 use crate::scim::base::{self, Base};
@@ -69,7 +70,7 @@ fn redact_token_echo(headers: &mut HeaderMap, token: &str) {
         .map(|(k, _)| k.clone())
         .collect();
     for name in leaks {
-        tracing::warn!(header = %name, "the upstream echoed the v2 token in a response header; removed it");
+        tracing::warn!(target: LOG_TARGET, header = %name, "the upstream echoed the v2 token in a response header; removed it");
         headers.remove(name);
     }
 }

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use crate::config::Route;
 use crate::error::{ErrorKind, ProxyError};
+use crate::proxy::LOG_TARGET;
 use crate::proxy::route::{self, Mapped, RouteError};
 use crate::scim::base::Base;
 use crate::state::{RouteRuntime, Snapshot};
@@ -30,6 +31,7 @@ pub(crate) fn warn_if_token_expired(route: &Route, runtime: &RouteRuntime) {
         && expiry.date <= SystemTime::now()
     {
         tracing::error!(
+            target: LOG_TARGET,
             route = %route.name,
             expired = %humantime::format_rfc3339_seconds(expiry.date),
             "the route's REST API v2 token is past token_expires: issue a new one and write it to {}",

@@ -2,8 +2,8 @@
 //! idempotent request met a reset before any answer, and says whose fault a failure was: the
 //! inbound body's (413/400/408) or the upstream's (502).
 //!
-//! The upstream is a seam (`Upstream`): the pooled client when serving (`pooled`), an in-memory
-//! `tower::service_fn` in tests.
+//! The upstream is a seam (`Upstream`): the snapshot's pooled client when serving, any tower
+//! service (`InMemory(tower::service_fn(..))`) in tests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, LengthLimitError};
 use crate::body::{BoxError, ProxyBody};
 use crate::config::Limits;
 use crate::error::{ErrorKind, ProxyError};
+use crate::proxy::LOG_TARGET;
 use crate::proxy::counted::{InboundFailure, too_large};
 use crate::state::RetryBudget;
 use crate::upstream::UpstreamClient;
@@ -71,10 +72,10 @@ pub(crate) struct Sent {
 /// What else `send` needs: the limits, the process-wide retry budget, the inbound body's failure
 /// record and the request id for the logs.
 pub(crate) struct SendContext<'a> {
-    pub limits: &'a Limits,
-    pub retry_budget: &'a RetryBudget,
-    pub inbound: &'a InboundFailure,
-    pub request_id: &'a str,
+    limits: &'a Limits,
+    retry_budget: &'a RetryBudget,
+    inbound: &'a InboundFailure,
+    request_id: &'a str,
 }
 
 impl<'a> SendContext<'a> {
@@ -114,7 +115,7 @@ pub(crate) async fn send(
     // Decided before the second attempt: the failed result is not held across it.
     let retry = match (&result, replay) {
         (Err(e), Some(replay)) if is_reset_before_answer(e) && cx.retry_budget.try_take() => {
-            tracing::info!(request_id = %cx.request_id, error = %e, "connection to the upstream broke before an answer; retrying the idempotent request once");
+            tracing::info!(target: LOG_TARGET, request_id = %cx.request_id, error = %e, "connection to the upstream broke before an answer; retrying the idempotent request once");
             Some(replay)
         }
         _ => None,
@@ -147,7 +148,7 @@ fn timeout_error(upstream_timeout: Duration) -> ProxyError {
 /// the IdP went away), the client library may only report a reset stream: the fault is the IdP's.
 fn failure(e: &BoxError, cx: &SendContext<'_>) -> ProxyError {
     if let Some(inbound) = cx.inbound.get() {
-        tracing::debug!(request_id = %cx.request_id, error = %e, "the request body failed on the way in");
+        tracing::debug!(target: LOG_TARGET, request_id = %cx.request_id, error = %e, "the request body failed on the way in");
         return inbound.into_error(cx.limits);
     }
     if crate::error::find_in_chain::<LengthLimitError>(&**e).is_some() {

@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::conn::{ConnInfo, ConnState};
+use crate::server::listener::LOG_TARGET;
 use crate::server::listener::OpenGuard;
 use crate::server::proxy_protocol;
 use crate::server::serving::serve_http;
@@ -55,12 +56,12 @@ pub(crate) async fn handle_connection(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             shared.metrics.refused("tls");
-            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            tracing::debug!(target: LOG_TARGET, peer = %peer, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
             shared.metrics.refused("tls");
-            tracing::debug!(peer = %peer, "TLS handshake timed out");
+            tracing::debug!(target: LOG_TARGET, peer = %peer, "TLS handshake timed out");
             return;
         }
     };
@@ -87,18 +88,18 @@ async fn client_from_proxy_header(
         Ok(Ok(None)) => tcp_peer,
         Ok(Err(e)) => {
             shared.metrics.refused("proxy_protocol");
-            tracing::info!(peer = %tcp_peer, error = %e, "PROXY protocol header refused");
+            tracing::info!(target: LOG_TARGET, peer = %tcp_peer, error = %e, "PROXY protocol header refused");
             return None;
         }
         Err(_) => {
             shared.metrics.refused("proxy_protocol");
-            tracing::info!(peer = %tcp_peer, "no PROXY protocol header in time");
+            tracing::info!(target: LOG_TARGET, peer = %tcp_peer, "no PROXY protocol header in time");
             return None;
         }
     };
     if !snapshot.config.listen.is_allowed(peer.ip()) {
         shared.metrics.refused("allow_cidrs");
-        tracing::debug!(peer = %peer, via = %tcp_peer, "connection refused by listen.allow_cidrs");
+        tracing::debug!(target: LOG_TARGET, peer = %peer, via = %tcp_peer, "connection refused by listen.allow_cidrs");
         return None;
     }
     Some(peer)

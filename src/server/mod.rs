@@ -75,19 +75,9 @@ const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io::Result<Running> {
     let listen_addr = snapshot.config.listen.addr;
     let admin_addr = snapshot.config.admin.as_ref().map(|a| a.addr);
-    let listener = TcpListener::bind(listen_addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("listen.addr: cannot listen on {listen_addr}: {e}"),
-        )
-    })?;
+    let listener = bind("listen.addr", listen_addr).await?;
     let admin = match admin_addr {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("admin.addr: cannot listen on {addr}: {e}"),
-            )
-        })?),
+        Some(addr) => Some(bind("admin.addr", addr).await?),
         None => None,
     };
     let shared = Shared::new(snapshot, config_path)?;
@@ -133,4 +123,11 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
         shutdown,
         tasks,
     })
+}
+
+/// Binds `addr`, naming the config key in the error an operator sees.
+async fn bind(key: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{key}: cannot listen on {addr}: {e}")))
 }

@@ -13,6 +13,7 @@ use crate::config::Limits;
 use crate::proxy::ProxyService;
 use crate::proxy::conn::{ConnInfo, ConnState};
 use crate::server::connection::Stops;
+use crate::server::listener::LOG_TARGET;
 use crate::server::tracked::Tracked;
 use crate::state::Shared;
 
@@ -43,7 +44,7 @@ pub(crate) async fn serve_http<I>(
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
-                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                    tracing::debug!(target: LOG_TARGET, peer = %peer, error = %e, "connection ended with an error");
                 }
                 return;
             }
@@ -120,7 +121,7 @@ impl Timers {
 
     fn check(&mut self, state: &ConnState, peer: std::net::SocketAddr) -> Verdict {
         if state.write_blocked_for() >= self.idle_timeout {
-            tracing::debug!(peer = %peer, "closing a connection whose client stopped reading its response");
+            tracing::debug!(target: LOG_TARGET, peer = %peer, "closing a connection whose client stopped reading its response");
             return Verdict::Close;
         }
         if self.idle_close_by.is_some_and(|by| Instant::now() >= by) {
@@ -135,11 +136,11 @@ impl Timers {
             .silent_for()
             .is_some_and(|t| t >= self.first_byte_timeout)
         {
-            tracing::debug!(peer = %peer, "closing a connection that sent no request within header_read_timeout");
+            tracing::debug!(target: LOG_TARGET, peer = %peer, "closing a connection that sent no request within header_read_timeout");
             return Verdict::Close;
         }
         if state.requests_in_flight() == 0 && state.idle_for() >= self.idle_timeout {
-            tracing::debug!(peer = %peer, "closing idle connection");
+            tracing::debug!(target: LOG_TARGET, peer = %peer, "closing idle connection");
             self.draining = true;
             self.idle_close_by = Some(Instant::now() + IDLE_CLOSE_GRACE);
             return Verdict::CloseGracefully;
