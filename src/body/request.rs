@@ -2,13 +2,13 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
-use http_body_util::{BodyExt, LengthLimitError};
+use http_body_util::BodyExt;
 
 use crate::body::framing::{WHOLE_BODY_LIMIT, declared_length, is_encoded, is_json, set_length};
 use crate::body::json_urls::JsonUrlRewriter;
 use crate::body::transform::{RewriteBody, Transform};
-use crate::body::{BoxError, ProxyBody, full};
-use crate::error::{ErrorKind, ProxyError};
+use crate::body::{ProxyBody, full};
+use crate::error::ProxyError;
 use crate::scim::base::Base;
 
 /// A request body on its way up: client-facing URLs (PATCH `$ref`, Bulk `path`) -> upstream base
@@ -24,7 +24,11 @@ pub async fn request_body(
     }
     match (declared_length(headers), urls) {
         (Some(n), _) if n <= WHOLE_BODY_LIMIT => {
-            let bytes = body.collect().await.map_err(request_body_error)?.to_bytes();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(ProxyError::from_request_body)?
+                .to_bytes();
             let out = match urls {
                 Some((client, upstream)) => {
                     JsonUrlRewriter::new(client, upstream).run_whole(&bytes)
@@ -43,33 +47,6 @@ pub async fn request_body(
         }
         (_, None) => Ok((body, None)),
     }
-}
-
-fn request_body_error(e: BoxError) -> ProxyError {
-    if let Some(stalled) = crate::error::find_in_chain::<crate::error::BodyStalled>(&*e) {
-        ProxyError::new(ErrorKind::RequestTimeout, stalled.to_string())
-    } else if has_length_limit(&*e) {
-        ProxyError::new(
-            ErrorKind::PayloadTooLarge,
-            "the request body is larger than the proxy's limit",
-        )
-    } else {
-        ProxyError::new(
-            ErrorKind::BadRequest,
-            format!("the request body could not be read: {e}"),
-        )
-    }
-}
-
-fn has_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if s.is::<LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 #[cfg(test)]

@@ -61,13 +61,7 @@ pub(super) fn run(path: &std::path::Path, live: Option<std::time::Duration>) -> 
 fn report_token_expiry(snapshot: &crate::Snapshot) -> bool {
     let now = std::time::SystemTime::now();
     let mut expired = false;
-    for (i, (route, runtime)) in snapshot
-        .config
-        .routes
-        .iter()
-        .zip(&snapshot.routes)
-        .enumerate()
-    {
+    for (i, (route, runtime)) in snapshot.routes().enumerate() {
         let Some(expiry) = &runtime.token_expiry else {
             continue;
         };

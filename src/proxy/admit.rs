@@ -8,7 +8,6 @@ use http::{HeaderMap, header};
 
 use crate::config::Limits;
 use crate::error::{ErrorKind, ProxyError};
-use crate::proxy::counted::too_large;
 use crate::state::RouteRuntime;
 
 /// Only `chunked` framing is understood: any other transfer coding would reach the upstream as if
@@ -37,7 +36,7 @@ pub(crate) fn admit(
     client_index: usize,
 ) -> Result<ClientSlot, ProxyError> {
     if content_length(headers)?.is_some_and(|n| n > limits.max_body) {
-        return Err(too_large(limits.max_body));
+        return Err(ProxyError::payload_too_large(Some(limits.max_body)));
     }
     runtime
         .client_in_flight

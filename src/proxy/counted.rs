@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::body::{BoxError, ProxyBody};
 use crate::config::Limits;
-use crate::error::{BodyStalled, ErrorKind, ProxyError};
+use crate::error::{BodyStalled, ProxyError};
 
 /// Why the inbound body failed, if it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,25 +40,11 @@ impl Inbound {
     /// The client's fault, as the client is told it.
     pub(crate) fn into_error(self, limits: &Limits) -> ProxyError {
         match self {
-            Inbound::TooLarge => too_large(limits.max_body),
-            Inbound::Broken => ProxyError::new(
-                ErrorKind::BadRequest,
-                "the request body could not be read (malformed chunked encoding, or the connection broke)",
-            ),
-            Inbound::Stalled => ProxyError::new(
-                ErrorKind::RequestTimeout,
-                BodyStalled(limits.body_read_timeout).to_string(),
-            ),
+            Inbound::TooLarge => ProxyError::payload_too_large(Some(limits.max_body)),
+            Inbound::Broken => ProxyError::unreadable_body(),
+            Inbound::Stalled => ProxyError::body_stalled(limits.body_read_timeout),
         }
     }
-}
-
-/// 413, for a declared or an actual body over `max_body`.
-pub(crate) fn too_large(max: u64) -> ProxyError {
-    ProxyError::new(
-        ErrorKind::PayloadTooLarge,
-        format!("the request body is larger than the proxy's limit of {max} bytes"),
-    )
 }
 
 /// Counts request body bytes for the traffic log's `bytes_in`, and records why the body failed.
@@ -169,6 +155,6 @@ mod tests {
         assert!(big.collect().await.is_err());
         assert_eq!(failure.get(), Some(Inbound::TooLarge));
         let e = Inbound::TooLarge.into_error(&limits);
-        assert_eq!(e.kind, ErrorKind::PayloadTooLarge);
+        assert_eq!(e.kind, crate::error::ErrorKind::PayloadTooLarge);
     }
 }

@@ -16,7 +16,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::config::Limits;
 use crate::error::{ErrorKind, ProxyError};
 use crate::proxy::LOG_TARGET;
-use crate::proxy::counted::{InboundFailure, too_large};
+use crate::proxy::counted::InboundFailure;
 use crate::state::RetryBudget;
 use crate::upstream::UpstreamClient;
 use crate::upstream::classify::classify_upstream_error;
@@ -107,7 +107,7 @@ pub(crate) async fn send(
     let timed_out = |upstream_time, retried| Sent {
         upstream_time,
         retried,
-        result: Err(timeout_error(cx.limits.upstream_timeout)),
+        result: Err(ProxyError::upstream_timeout(cx.limits.upstream_timeout)),
     };
     let Ok(mut result) = attempt(req).await else {
         return timed_out(sent.elapsed(), false);
@@ -134,16 +134,6 @@ pub(crate) async fn send(
     }
 }
 
-fn timeout_error(upstream_timeout: Duration) -> ProxyError {
-    ProxyError::new(
-        ErrorKind::UpstreamTimeout,
-        format!(
-            "the upstream did not answer within {}",
-            humantime::format_duration(upstream_timeout)
-        ),
-    )
-}
-
 /// Whose fault a failed call was. When the inbound body failed (over max_body, broken chunking,
 /// the IdP went away), the client library may only report a reset stream: the fault is the IdP's.
 fn failure(e: &BoxError, cx: &SendContext<'_>) -> ProxyError {
@@ -152,7 +142,7 @@ fn failure(e: &BoxError, cx: &SendContext<'_>) -> ProxyError {
         return inbound.into_error(cx.limits);
     }
     if crate::error::find_in_chain::<LengthLimitError>(&**e).is_some() {
-        return too_large(cx.limits.max_body);
+        return ProxyError::payload_too_large(Some(cx.limits.max_body));
     }
     match e.downcast_ref::<hyper_util::client::legacy::Error>() {
         Some(client_error) => classify_upstream_error(client_error),

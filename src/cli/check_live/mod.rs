@@ -24,10 +24,7 @@ pub struct RouteCheck {
 /// Runs the preflight for every route, one after the other (an admin reads them in order).
 pub async fn run(snapshot: &Snapshot, timeout: Duration) -> Vec<RouteCheck> {
     let mut out = Vec::new();
-    for (i, route) in snapshot.config.routes.iter().enumerate() {
-        let Some(runtime) = snapshot.routes.get(i) else {
-            continue;
-        };
+    for (route, runtime) in snapshot.routes() {
         out.push(check_route(snapshot, route, runtime, timeout).await);
     }
     out

@@ -18,16 +18,12 @@ fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, St
     Ok(certs)
 }
 
-fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// rustls server config from PEM strings (ALPN h2 + http/1.1, TLS 1.2 and 1.3, ring provider).
 pub fn server_config(cert: &IssuedCert) -> Result<Arc<rustls::ServerConfig>, String> {
     let chain = parse_certs(&cert.cert_pem, "server certificate")?;
     let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
         .map_err(|e| format!("server key: bad PEM: {e}"))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(ring_provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(&[&TLS13, &TLS12])
         .map_err(|e| format!("server TLS versions: {e}"))?
         .with_no_client_auth()
@@ -45,7 +41,7 @@ pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientC
             .add(cert)
             .map_err(|e| format!("CA certificate: {e}"))?;
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(ring_provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(&[&TLS13, &TLS12])
         .map_err(|e| format!("client TLS versions: {e}"))?
         .with_root_certificates(roots)
@@ -130,7 +126,7 @@ mod tests {
         for c in parse_certs(pki.ca_pem(), "ca").unwrap() {
             roots.add(c).unwrap();
         }
-        let mut client = rustls::ClientConfig::builder_with_provider(ring_provider())
+        let mut client = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_protocol_versions(&[&TLS12])
             .unwrap()
             .with_root_certificates(roots)
