@@ -3,23 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::proxy::conn::{ConnInfo, ConnState};
-use crate::server::listener::LOG_TARGET;
-use crate::server::listener::OpenGuard;
 use crate::server::proxy_protocol;
-use crate::server::serving::serve_http;
+use crate::server::serving::{LOG_TARGET, Stops, serve_http};
 use crate::state::{Shared, Snapshot};
-
-/// How the listener ends a connection: on shutdown (gracefully) or after the grace (at once).
-#[derive(Clone)]
-pub(crate) struct Stops {
-    pub shutdown: CancellationToken,
-    pub force_close: CancellationToken,
-}
 
 /// Serves one accepted connection (stream, TCP peer, whether a PROXY header comes first) until it
 /// ends; `_open` counts it for `max_connections`.
@@ -103,4 +94,25 @@ async fn client_from_proxy_header(
         return None;
     }
     Some(peer)
+}
+
+/// Counts open connections for `max_connections`.
+pub(crate) struct OpenGuard(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
+
+impl OpenGuard {
+    pub(crate) fn new(
+        open: Arc<AtomicUsize>,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+    ) -> OpenGuard {
+        open.fetch_add(1, Ordering::AcqRel);
+        gauge.inc();
+        OpenGuard(open, gauge)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.dec();
+    }
 }

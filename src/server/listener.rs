@@ -9,12 +9,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::server::connection::{Stops, handle_connection};
+use crate::server::connection::{OpenGuard, handle_connection};
+use crate::server::serving::Stops;
 use crate::state::Shared;
-
-/// The connection's phases log under the listener's module name, as they did before they had
-/// files of their own, so log filters and searches keep matching.
-pub(crate) const LOG_TARGET: &str = "scim_proxy::server::listener";
 
 /// Accepts until `shutdown`, then gives in-flight requests `shutdown_grace` before closing them.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -88,24 +85,6 @@ async fn drain(tracker: &TaskTracker, shared: &Shared, stops: &Stops) {
         );
         stops.force_close.cancel();
         tracker.wait().await;
-    }
-}
-
-/// Counts open connections for `max_connections`.
-pub(crate) struct OpenGuard(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
-
-impl OpenGuard {
-    fn new(open: Arc<AtomicUsize>, gauge: prometheus_client::metrics::gauge::Gauge) -> OpenGuard {
-        open.fetch_add(1, Ordering::AcqRel);
-        gauge.inc();
-        OpenGuard(open, gauge)
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        self.1.dec();
     }
 }
 

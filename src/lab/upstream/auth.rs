@@ -4,8 +4,8 @@
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
-use super::handle::State;
 use super::lock;
+use super::state::State;
 
 impl State {
     pub(super) fn authenticated(&self, headers: &HeaderMap) -> bool {

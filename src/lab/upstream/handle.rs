@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -16,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use super::lock;
 use super::overrides::Override;
 use super::server::accept_loop;
+use super::state::{RecordedRequest, State};
 use super::store::Store;
 
 /// How to start an [`Upstream`].
@@ -29,20 +28,6 @@ pub struct UpstreamOptions {
     pub base_path: String,
     /// Accepted v2 tokens (`Authorization: Bearer` or `Netskope-Api-Token`).
     pub tokens: Vec<String>,
-}
-
-/// One request as the upstream received it.
-#[derive(Clone, Debug)]
-pub struct RecordedRequest {
-    pub method: Method,
-    /// Raw request target, not decoded.
-    pub path_and_query: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    /// Source address of the TCP connection.
-    pub peer: SocketAddr,
-    pub version: http::Version,
-    pub authenticated: bool,
 }
 
 /// A running upstream. Clones share the server; it stops on [`Upstream::shutdown`]
@@ -146,18 +131,6 @@ impl Upstream {
         // Err means the accept task is gone already, which is what we wait for.
         let _ = done.wait_for(|d| *d).await;
     }
-}
-
-pub(super) struct State {
-    pub(super) base_path: String,
-    pub(super) scheme: &'static str,
-    pub(super) tokens: Mutex<Vec<String>>,
-    pub(super) requests: Mutex<Vec<RecordedRequest>>,
-    pub(super) overrides: Mutex<VecDeque<Override>>,
-    pub(super) store: Mutex<Store>,
-    pub(super) chunked: AtomicBool,
-    pub(super) log_requests: AtomicBool,
-    pub(super) stop: watch::Receiver<bool>,
 }
 
 fn normalize_base(base: &str) -> String {

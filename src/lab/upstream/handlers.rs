@@ -7,13 +7,13 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
 use super::SCIM_JSON;
+use super::ctx::Ctx;
 use super::error::ScimError;
 use super::kind::Kind;
 use super::patch::{apply_op, parse_patch};
 use super::projection::Projection;
 use super::resource::{parse_object, render, resource_response, sanitize};
 use super::response::{Resp, response, with_header};
-use super::routes::Ctx;
 use super::store::{Res, Store};
 use super::time::now_rfc3339;
 

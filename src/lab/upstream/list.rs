@@ -4,6 +4,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::LIST_URN;
+use super::ctx::Ctx;
 use super::error::ScimError;
 use super::filter::parse_filter;
 use super::kind::Kind;
@@ -11,7 +12,6 @@ use super::projection::Projection;
 use super::query::Query;
 use super::resource::render;
 use super::response::{Resp, json_response};
-use super::routes::Ctx;
 use super::store::Store;
 
 const DEFAULT_COUNT: i64 = 100;

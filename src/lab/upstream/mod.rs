@@ -5,6 +5,7 @@
 
 mod attrs;
 mod auth;
+mod ctx;
 mod error;
 mod filter;
 mod framing;
@@ -22,6 +23,7 @@ mod resource;
 mod response;
 mod routes;
 mod server;
+mod state;
 mod store;
 #[cfg(test)]
 mod testkit;
@@ -29,8 +31,9 @@ mod time;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-pub use handle::{RecordedRequest, Upstream, UpstreamOptions};
+pub use handle::{Upstream, UpstreamOptions};
 pub use overrides::Override;
+pub use state::RecordedRequest;
 
 const SCIM_JSON: &str = "application/scim+json;charset=utf-8";
 // Netskope's documented error bodies are plain JSON.

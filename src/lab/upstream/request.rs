@@ -11,14 +11,14 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
+use super::ctx::Ctx;
 use super::error::ScimError;
-use super::handle::{RecordedRequest, State};
 use super::lock;
 use super::overrides::{Override, override_response};
 use super::query::Query;
 use super::response::Resp;
-use super::routes::{Ctx, route};
-use super::server::stopped;
+use super::routes::route;
+use super::state::{RecordedRequest, State, stopped};
 
 const MAX_BODY: usize = 64 * 1024 * 1024;
 

@@ -1,24 +1,16 @@
 //! Which handler a path and method reach under the base path.
 
-use http::{HeaderMap, Method, StatusCode};
+use http::StatusCode;
 
+use super::ctx::Ctx;
 use super::error::ScimError;
-use super::handle::State;
 use super::handlers::{create, delete, get_one, patch, replace};
 use super::kind::Kind;
 use super::list::list;
 use super::lock;
-use super::query::{Query, percent_decode};
+use super::query::percent_decode;
 use super::response::Resp;
-
-pub(super) struct Ctx<'a> {
-    pub(super) method: &'a Method,
-    pub(super) headers: &'a HeaderMap,
-    pub(super) query: Query,
-    pub(super) body: &'a [u8],
-    /// `<scheme>://<Host as received><base_path>`, the prefix of every `meta.location`.
-    pub(super) base_url: String,
-}
+use super::state::State;
 
 pub(super) fn route(state: &State, path: &str, ctx: &Ctx<'_>) -> Result<Resp, ScimError> {
     let not_found = || ScimError::not_found(format!("no SCIM endpoint at {path}"));

@@ -17,17 +17,12 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::framed;
-use super::handle::State;
 use super::request::handle;
+use super::state::{State, stopped};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 // How long open connections get to finish in-flight requests on shutdown before being cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
-
-/// Resolves once shutdown was requested or every [`super::Upstream`] handle is gone.
-pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
 
 pub(super) async fn accept_loop(
     listener: TcpListener,

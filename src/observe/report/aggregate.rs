@@ -1,6 +1,7 @@
 //! Adding records up per IdP: outcomes by op, failures grouped by reason with first and last seen.
 
 use std::collections::BTreeMap;
+use std::io::BufRead;
 
 use super::read::Line;
 use super::summary::{Example, Failure, IdpSummary, OpSummary, Outcomes, Reason, Summary};
@@ -208,6 +209,29 @@ impl Idp {
                         example,
                     },
                 );
+            }
+        }
+    }
+}
+
+impl Report {
+    pub(super) fn read(&mut self, input: impl BufRead, name: &str) -> Result<(), String> {
+        let mut input = input;
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = input
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| format!("{name}: {e}"))?;
+            if n == 0 {
+                return Ok(());
+            }
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Line>(&buf) {
+                Ok(line) => self.add(line),
+                Err(_) => self.skipped += 1,
             }
         }
     }
