@@ -236,6 +236,8 @@ impl JsonUrlRewriter {
     }
 
     /// One raw byte while `Matching`. Returns false when `b` must be re-read in the new state.
+    // The per-byte path, cut into named steps; kept inlined as the one function it was.
+    #[inline(always)]
     fn step(&mut self, b: u8, out: &mut BytesMut) -> bool {
         if self.esc == Esc::None && b == b'"' {
             self.end_string(out);
@@ -263,6 +265,7 @@ impl JsonUrlRewriter {
     }
 
     /// Feeds `b` (not a closing quote) to the escape decoder.
+    #[inline(always)]
     fn decode(&mut self, b: u8) -> Decoded {
         match self.esc {
             Esc::None => {
@@ -307,12 +310,14 @@ impl JsonUrlRewriter {
         utf8(cp).map_or(Decoded::Invalid, |(buf, len)| Decoded::Char(buf, len))
     }
 
+    #[inline(always)]
     fn take(&mut self, b: u8, esc: Esc) -> Decoded {
         self.accept(b, esc);
         Decoded::Taken
     }
 
     /// What the judged byte `b` does to the string and the output.
+    #[inline(always)]
     fn apply(&mut self, verdict: Verdict, b: u8, out: &mut BytesMut) -> bool {
         match verdict {
             Verdict::Continue => {
@@ -415,6 +420,7 @@ impl JsonUrlRewriter {
     }
 
     /// Applies one decoded character (its UTF-8 bytes) to every live pattern.
+    #[inline(always)]
     fn judge(&mut self, d: &[u8]) -> Verdict {
         let mut alive = self.alive;
         for (k, &byte) in d.iter().enumerate() {
