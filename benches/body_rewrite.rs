@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use scim_proxy::body_rewrite::{JsonUrlRewriter, StreamRedact, rewrite_json};
-use scim_proxy::rewrite::Base;
+use scim_proxy::body::rewrite::{JsonUrlRewriter, StreamRedact, rewrite_json};
+use scim_proxy::scim::base::Base;
 
 const UPSTREAM: &str = "https://acme.goskope.com/api/v2/scim";
 const CLIENT: &str = "https://addon-acme.goskope.com/SCIM/v2";

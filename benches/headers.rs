@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use scim_proxy::headers;
-use scim_proxy::rewrite::{self, Base};
+use scim_proxy::proxy::headers;
+use scim_proxy::scim::base::{self, Base};
 
 fn map(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -107,7 +107,7 @@ fn client_base() -> Base {
 fn rewrite_locations(h: &mut HeaderMap, upstream: &Base, client: &Base) {
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         if let Some(v) = h.get(&name).and_then(|v| v.to_str().ok())
-            && let Some(new) = rewrite::rewrite_location(v, upstream, client)
+            && let Some(new) = base::rewrite_location(v, upstream, client)
             && let Ok(new) = HeaderValue::from_str(&new)
         {
             h.insert(name, new);
@@ -155,7 +155,7 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("rewrite_location/one_value", |b| {
         let v = response[header::LOCATION].to_str().expect("ascii");
-        b.iter(|| rewrite::rewrite_location(black_box(v), &up, &client))
+        b.iter(|| base::rewrite_location(black_box(v), &up, &client))
     });
     g.bench_function("response_pipeline", |b| {
         b.iter_batched_ref(

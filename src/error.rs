@@ -1,122 +1,22 @@
-//! One error type for the request path: where a fault came from, its status, and its SCIM Error body.
+//! One error type for the request path: what kind of fault (and so its status and which side it
+//! came from), the detail the client reads, and the cause it came from.
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+mod chain;
+mod kind;
+mod response;
 
-use crate::body::ProxyBody;
+use std::time::Duration;
 
-pub const SCIM_ERROR_URN: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
-pub const SCIM_JSON: &str = "application/scim+json";
+pub(crate) use chain::innermost;
+pub use chain::{error_chain, find_in_chain};
+pub use kind::{ErrorKind, Origin};
+pub use response::{SCIM_ERROR_URN, SCIM_JSON, scim_error_response};
 
-/// Which side a fault came from (logs and metrics use the same words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Downstream,
-    Upstream,
-    Internal,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// 404: no route for the host, or a path outside the served prefixes.
-    NotFound,
-    /// 400: a target or request that cannot be forwarded safely.
-    BadRequest,
-    /// 414
-    UriTooLong,
-    /// 421: the Host is not a name this proxy serves, or differs from the connection's SNI.
-    MisdirectedRequest,
-    /// 401 with `WWW-Authenticate: Bearer`.
-    Unauthorized,
-    /// 403: the client address is not in `allow_cidrs` (known only from X-Forwarded-For).
-    Forbidden,
-    /// 408: the request body stopped arriving for `body_read_timeout`.
-    RequestTimeout,
-    /// 413: the request body is over `max_body`.
-    PayloadTooLarge,
-    /// 429 with `Retry-After`: this IdP has `max_requests_per_client` requests in flight.
-    TooManyRequests,
-    /// 501: a transfer coding other than chunked.
-    NotImplemented,
-    /// 502: could not connect (refused, DNS, unreachable, egress).
-    UpstreamConnect,
-    /// 502: upstream TLS failed (certificate, protocol).
-    UpstreamTls,
-    /// 502: the upstream broke the exchange (reset, malformed response).
-    UpstreamProtocol,
-    /// 504: no response head within `upstream_timeout`.
-    UpstreamTimeout,
-    /// 500
-    Internal,
-}
-
-impl ErrorKind {
-    pub fn status(self) -> StatusCode {
-        match self {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
-            ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
-            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
-            ErrorKind::UpstreamConnect | ErrorKind::UpstreamTls | ErrorKind::UpstreamProtocol => {
-                StatusCode::BAD_GATEWAY
-            }
-            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    pub fn origin(self) -> Origin {
-        match self {
-            ErrorKind::NotFound
-            | ErrorKind::BadRequest
-            | ErrorKind::UriTooLong
-            | ErrorKind::MisdirectedRequest
-            | ErrorKind::Unauthorized
-            | ErrorKind::Forbidden
-            | ErrorKind::RequestTimeout
-            | ErrorKind::PayloadTooLarge
-            | ErrorKind::TooManyRequests
-            | ErrorKind::NotImplemented => Origin::Downstream,
-            ErrorKind::UpstreamConnect
-            | ErrorKind::UpstreamTls
-            | ErrorKind::UpstreamProtocol
-            | ErrorKind::UpstreamTimeout => Origin::Upstream,
-            ErrorKind::Internal => Origin::Internal,
-        }
-    }
-
-    /// The short name logs and metrics use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not-found",
-            ErrorKind::BadRequest => "bad-request",
-            ErrorKind::UriTooLong => "uri-too-long",
-            ErrorKind::MisdirectedRequest => "misdirected-request",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::Forbidden => "forbidden",
-            ErrorKind::RequestTimeout => "request-timeout",
-            ErrorKind::PayloadTooLarge => "payload-too-large",
-            ErrorKind::TooManyRequests => "too-many-requests",
-            ErrorKind::NotImplemented => "not-implemented",
-            ErrorKind::UpstreamConnect => "upstream-connect",
-            ErrorKind::UpstreamTls => "upstream-tls",
-            ErrorKind::UpstreamProtocol => "upstream-protocol",
-            ErrorKind::UpstreamTimeout => "upstream-timeout",
-            ErrorKind::Internal => "internal",
-        }
-    }
-}
+use crate::body::BoxError;
 
 /// The request body delivered no byte for `body_read_timeout` (in a body's error chain).
 #[derive(Debug)]
-pub struct BodyStalled(pub std::time::Duration);
+pub struct BodyStalled(pub Duration);
 
 impl std::fmt::Display for BodyStalled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,10 +31,12 @@ impl std::fmt::Display for BodyStalled {
 impl std::error::Error for BodyStalled {}
 
 /// A request the proxy answers itself. `detail` is shown to the client: it must never hold a secret.
-#[derive(Debug, Clone)]
+/// `source`, when kept, is what failed (for logs and `error_chain`); it is never shown.
+#[derive(Debug)]
 pub struct ProxyError {
     pub kind: ErrorKind,
     pub detail: String,
+    source: Option<BoxError>,
 }
 
 impl ProxyError {
@@ -142,132 +44,128 @@ impl ProxyError {
         ProxyError {
             kind,
             detail: detail.into(),
+            source: None,
         }
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let scim_type = match self.kind {
-            ErrorKind::PayloadTooLarge => Some("tooLarge"),
-            _ => None,
+    /// Keeps `cause` as the error this one came from.
+    pub fn with_source(mut self, cause: impl Into<BoxError>) -> ProxyError {
+        self.source = Some(cause.into());
+        self
+    }
+
+    /// Which side the fault came from, as its kind says.
+    pub fn origin(&self) -> Origin {
+        self.kind.origin()
+    }
+
+    /// 413: the request body is over `max_body` (`None` where the limit is not at hand).
+    pub fn payload_too_large(max: Option<u64>) -> ProxyError {
+        let detail = match max {
+            Some(max) => {
+                format!("the request body is larger than the proxy's limit of {max} bytes")
+            }
+            None => "the request body is larger than the proxy's limit".to_string(),
         };
-        let mut res = scim_error_response(self.kind.status(), scim_type, &self.detail);
-        match self.kind {
-            ErrorKind::Unauthorized => {
-                res.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"scim-proxy\""),
-                );
-            }
-            ErrorKind::TooManyRequests => {
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            // The rest of an oversized or stalled body is not read: the connection cannot be reused.
-            ErrorKind::PayloadTooLarge | ErrorKind::RequestTimeout => {
-                res.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            _ => {}
-        }
-        res
+        ProxyError::new(ErrorKind::PayloadTooLarge, detail)
     }
-}
 
-/// An RFC 7644 §3.12 Error response.
-pub fn scim_error_response(
-    status: StatusCode,
-    scim_type: Option<&str>,
-    detail: &str,
-) -> Response<ProxyBody> {
-    let mut body = serde_json::json!({
-        "schemas": [SCIM_ERROR_URN],
-        "status": status.as_u16().to_string(),
-        "detail": detail,
-    });
-    if let (Some(t), Some(obj)) = (scim_type, body.as_object_mut()) {
-        obj.insert("scimType".into(), t.into());
+    /// 408: the request body stopped arriving for `after` (`limits.body_read_timeout`).
+    pub fn body_stalled(after: Duration) -> ProxyError {
+        let stalled = BodyStalled(after);
+        ProxyError::new(ErrorKind::RequestTimeout, stalled.to_string()).with_source(stalled)
     }
-    let bytes = Bytes::from(body.to_string());
-    let mut res = Response::new(
-        Full::new(bytes)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
 
-/// Every error in a chain, including those wrapped inside `io::Error`s (whose `source()` skips
-/// the wrapped error: hyper-rustls wraps tokio-rustls's `io::Error` around the `rustls::Error`).
-pub fn error_chain<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Vec<&'a (dyn std::error::Error + 'static)> {
-    let mut out = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next.take() {
-        if out.len() >= 32 {
-            break;
-        }
-        out.push(err);
-        next = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
+    /// 400: the request body broke on the way in, its cause no longer at hand.
+    pub fn unreadable_body() -> ProxyError {
+        ProxyError::new(
+            ErrorKind::BadRequest,
+            "the request body could not be read (malformed chunked encoding, or the connection broke)",
+        )
+    }
+
+    /// 504: no response head within `upstream_timeout`.
+    pub fn upstream_timeout(after: Duration) -> ProxyError {
+        ProxyError::new(
+            ErrorKind::UpstreamTimeout,
+            format!(
+                "the upstream did not answer within {}",
+                humantime::format_duration(after)
+            ),
+        )
+    }
+
+    /// What reading the request body failed with: 408 when it stalled, 413 when it is over the
+    /// limit, else 400 naming the cause.
+    pub fn from_request_body(e: BoxError) -> ProxyError {
+        let error = if let Some(stalled) = find_in_chain::<BodyStalled>(&*e) {
+            ProxyError::new(ErrorKind::RequestTimeout, stalled.to_string())
+        } else if find_in_chain::<http_body_util::LengthLimitError>(&*e).is_some() {
+            ProxyError::payload_too_large(None)
+        } else {
+            ProxyError::new(
+                ErrorKind::BadRequest,
+                format!("the request body could not be read: {e}"),
+            )
         };
+        error.with_source(e)
     }
-    out
 }
 
-/// The first error of type `T` anywhere in the chain.
-pub fn find_in_chain<'a, T: std::error::Error + 'static>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    error_chain(e)
-        .into_iter()
-        .find_map(|x| x.downcast_ref::<T>())
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
 }
 
-/// Classifies a hyper-util client error by walking its source chain.
-pub fn classify_upstream_error(err: &hyper_util::client::legacy::Error) -> ProxyError {
-    let chain = error_chain(err);
-    let tunnel = chain
-        .iter()
-        .find_map(|e| e.downcast_ref::<crate::upstream::ForwardProxyError>());
-    let tls = chain.iter().find_map(|e| e.downcast_ref::<rustls::Error>());
-    let io = chain
-        .iter()
-        .find_map(|e| e.downcast_ref::<std::io::Error>());
-    if let Some(t) = tunnel {
-        return ProxyError::new(ErrorKind::UpstreamConnect, t.to_string());
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
-    if let Some(t) = tls {
-        return ProxyError::new(
-            ErrorKind::UpstreamTls,
-            format!("upstream TLS failed: {}", crate::tls::describe_tls_error(t)),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn body_errors_keep_todays_words_and_their_cause() {
+        use http_body_util::BodyExt;
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"too long"));
+        let Err(limited) = http_body_util::Limited::new(body, 2).collect().await else {
+            panic!("a body over its limit");
+        };
+        let e = ProxyError::from_request_body(limited);
+        assert_eq!(e.kind, ErrorKind::PayloadTooLarge);
+        assert_eq!(
+            e.detail,
+            "the request body is larger than the proxy's limit"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(
+            ProxyError::payload_too_large(Some(10)).detail,
+            "the request body is larger than the proxy's limit of 10 bytes"
+        );
+        let stalled: BoxError = Box::new(BodyStalled(Duration::from_secs(3)));
+        let e = ProxyError::from_request_body(stalled);
+        assert_eq!(e.kind, ErrorKind::RequestTimeout);
+        assert_eq!(
+            e.detail,
+            ProxyError::body_stalled(Duration::from_secs(3)).detail
+        );
+        let broken: BoxError = "bad chunk".into();
+        let e = ProxyError::from_request_body(broken);
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        assert_eq!(e.detail, "the request body could not be read: bad chunk");
+        assert_eq!(e.origin(), Origin::Downstream);
+        let late = ProxyError::upstream_timeout(Duration::from_secs(30));
+        assert_eq!(late.detail, "the upstream did not answer within 30s");
+        assert_eq!(late.origin(), Origin::Upstream);
+        assert_eq!(
+            find_in_chain::<ProxyError>(&e).map(|p| p.kind),
+            Some(ErrorKind::BadRequest)
         );
     }
-    if err.is_connect() {
-        let why = io.map(|e| e.to_string()).unwrap_or_else(|| innermost(err));
-        return ProxyError::new(
-            ErrorKind::UpstreamConnect,
-            format!("could not connect to the upstream: {why}"),
-        );
-    }
-    ProxyError::new(
-        ErrorKind::UpstreamProtocol,
-        format!("the upstream connection failed: {}", innermost(err)),
-    )
-}
-
-fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
-    error_chain(err)
-        .last()
-        .map(|e| e.to_string())
-        .unwrap_or_default()
 }

@@ -1,154 +1,25 @@
 //! scim-proxy: carries IdP SCIM traffic aimed at Netskope's retired `/SCIM/v2` endpoint to REST API v2.
 //!
-//! `start` is what `main` and the tests both call: it binds the listeners and serves until `shutdown`.
+//! The folders follow the data flow (ARCHITECTURE.md): `cli` -> `server` -> `proxy` -> `state` ->
+//! `upstream` / `observe` -> `body` / `scim` / `config` / `tls` / `auth` / `error`; `lab` is the
+//! embedded upstream, dev certificates and demo, kept apart from the serving code.
+//! `start` is what the binary and the tests both call: it binds the listeners and serves until
+//! `shutdown`.
 
-pub mod access;
-pub mod admin;
 pub mod auth;
 pub mod body;
-pub mod body_filter;
-pub mod body_rewrite;
+pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod devcerts;
 pub mod error;
-pub mod headers;
-pub mod listener;
-pub mod metrics;
-pub mod preflight;
+pub mod lab;
+pub mod observe;
 pub mod proxy;
-pub mod proxy_protocol;
-pub mod reload;
-pub mod report;
-pub mod rewrite;
-pub mod route;
-pub mod runtime;
-pub mod scim_op;
-pub mod secret;
+pub mod scim;
+pub mod server;
+pub mod state;
 pub mod tls;
-pub mod token_expiry;
-pub mod traffic_log;
-pub mod tunnel;
 pub mod upstream;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-
 pub use config::{Config, Problems};
-pub use runtime::{Shared, Snapshot};
-
-/// A running proxy: its bound addresses and the means to reload and stop it.
-pub struct Running {
-    pub proxy_addr: SocketAddr,
-    pub admin_addr: Option<SocketAddr>,
-    pub shared: Arc<Shared>,
-    shutdown: CancellationToken,
-    tasks: JoinSet<()>,
-}
-
-impl Running {
-    /// Re-reads the config file and everything it names; the running state stays on any problem.
-    pub fn reload(&self) -> Result<(), Problems> {
-        self.shared.reload()
-    }
-
-    /// Stops accepting; in-flight requests get `shutdown_grace` to finish.
-    pub fn shutdown(&self) {
-        self.shutdown.cancel();
-    }
-
-    /// Waits until every listener has stopped and drained, then (bounded) for the traffic log queue.
-    pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
-        if let Some(log) = &self.shared.traffic {
-            let shared = self.shared.clone();
-            let flushed = tokio::task::spawn_blocking(move || {
-                shared
-                    .traffic
-                    .as_ref()
-                    .is_none_or(|log| log.flush(FLUSH_ON_STOP))
-            })
-            .await;
-            if !matches!(flushed, Ok(true)) {
-                tracing::warn!(
-                    dropped = log.dropped(),
-                    "the traffic log sink did not take the queued records within {FLUSH_ON_STOP:?}"
-                );
-            }
-        }
-    }
-
-    pub async fn stop(self) {
-        self.shutdown();
-        self.wait().await;
-    }
-}
-
-/// How long stopping waits for queued traffic records to be written.
-const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Binds the proxy (and admin) listeners of `snapshot` and starts serving.
-pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io::Result<Running> {
-    let listen_addr = snapshot.config.listen.addr;
-    let admin_addr = snapshot.config.admin.as_ref().map(|a| a.addr);
-    let listener = TcpListener::bind(listen_addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("listen.addr: cannot listen on {listen_addr}: {e}"),
-        )
-    })?;
-    let admin = match admin_addr {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("admin.addr: cannot listen on {addr}: {e}"),
-            )
-        })?),
-        None => None,
-    };
-    let shared = Shared::new(snapshot, config_path)?;
-    // Bound is accepting: the kernel queues connections from here on, so /readyz must not report
-    // a start-up gap that depends on when the accept task is first polled.
-    shared
-        .accepting
-        .store(true, std::sync::atomic::Ordering::Release);
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let proxy_addr = listener.local_addr()?;
-    // The admin listener outlives the drain: /readyz answers 503 and /healthz 200 until the proxy
-    // listener has finished, so orchestrators see the drain rather than a dead process.
-    let admin_stop = CancellationToken::new();
-    let admin_addr = match admin {
-        Some(l) => {
-            let addr = l.local_addr()?;
-            tasks.spawn(admin::serve(l, shared.clone(), admin_stop.clone()));
-            Some(addr)
-        }
-        None => None,
-    };
-    let draining = listener::serve(listener, shared.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        draining.await;
-        admin_stop.cancel();
-    });
-    if shared.config_path.is_some() {
-        tasks.spawn(reload::watch(shared.clone(), shutdown.clone()));
-    }
-    tasks.spawn(metrics::watch_log_drops(shared.clone(), shutdown.clone()));
-    tasks.spawn(metrics::watch_token_expiry(
-        shared.clone(),
-        shutdown.clone(),
-    ));
-    Ok(Running {
-        proxy_addr,
-        admin_addr,
-        shared,
-        shutdown,
-        tasks,
-    })
-}
+pub use server::{Running, start};
+pub use state::{Shared, Snapshot};

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 const EXAMPLE: &str = include_str!("../config/scim-proxy.example.toml");
-const CONFIG_SRC: &str = include_str!("../src/config.rs");
+const CONFIG_SRC: &str = include_str!("../src/config/raw.rs");
 
 fn is_key(k: &str) -> bool {
     !k.is_empty()

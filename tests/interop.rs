@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
-use scim_proxy::demo::client::{Answer, ScimClient};
-use scim_proxy::devcerts::{self, DevPki};
-use scim_proxy::{Running, runtime};
+use scim_proxy::lab::client::{Answer, ScimClient};
+use scim_proxy::lab::devcerts::{self, DevPki};
+use scim_proxy::{Running, state};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -978,8 +978,8 @@ token_sha256 = "{hash}"   # sha256 of the old token
             .enable_all()
             .build()
             .unwrap();
-        let snapshot = runtime::read_config(&config_path)
-            .and_then(|c| runtime::build(c, None))
+        let snapshot = state::read_config(&config_path)
+            .and_then(|c| state::build(c, None))
             .unwrap_or_else(|p| panic!("the interop config does not load:\n{p}\n{config}"));
         let running = rt
             .block_on(scim_proxy::start(snapshot, None))

@@ -10,8 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use scim_proxy::demo::client::ScimClient;
-use scim_proxy::devcerts;
+use scim_proxy::lab::client::ScimClient;
 use support::*;
 
 const FLOOD: usize = 500;
@@ -68,11 +67,6 @@ async fn wait_healthy(guard: &mut ChildGuard, admin: SocketAddr) {
     }
 }
 
-fn client(p: &Prepared, proxy: SocketAddr) -> ScimClient {
-    let tls = devcerts::client_config(&p.ca_pem, &[]).expect("client TLS");
-    ScimClient::new(&format!("https://localhost:{}", proxy.port()), tls, false)
-}
-
 /// `FLOOD` unauthenticated requests with 4 KB paths, each answered 401 within `ANSWER_WITHIN`.
 async fn flood(client: &ScimClient) {
     let path = format!("/SCIM/v2/Users/{}", "a".repeat(4096));
@@ -105,7 +99,7 @@ async fn a_stalled_stdout_and_stderr_drop_records_but_the_proxy_keeps_answering(
     wait_healthy(&mut guard, admin).await;
     assert_eq!(dropped(admin, "traffic").await, 0.0, "exported from start");
     assert_eq!(dropped(admin, "tracing").await, 0.0, "exported from start");
-    let client = client(&p, proxy);
+    let client = client_for(proxy, &p.ca_pem);
 
     // Nobody reads the pipes: a blocking log write would freeze the process within a few records.
     flood(&client).await;
@@ -156,7 +150,7 @@ async fn a_draining_stdout_loses_no_record() {
         text
     });
     wait_healthy(&mut guard, admin).await;
-    let client = client(&p, proxy);
+    let client = client_for(proxy, &p.ca_pem);
     flood(&client).await;
     assert_eq!(dropped(admin, "traffic").await, 0.0);
 

@@ -46,9 +46,9 @@ interop_venv
 trap - EXIT
 
 step "forward proxy for the egress suite (tinyproxy, Debian package)"
-# tests/egress.rs starts its own tinyproxy instances on loopback (foreground, generated config) and
+# tests/proxy/ (egress, check_live, reload) starts its own tinyproxy instances on loopback (foreground, generated config) and
 # fails without one: it is never skipped. Installed once; CI runs this as root on a clean Debian.
-trap 'echo "FAILED: cannot install tinyproxy with apt-get (not root, or no package mirror?); tests/egress.rs needs it" >&2' EXIT
+trap 'echo "FAILED: cannot install tinyproxy with apt-get (not root, or no package mirror?); the egress tests in tests/proxy/ need it" >&2' EXIT
 command -v tinyproxy || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy; }
 tinyproxy -v
 trap - EXIT

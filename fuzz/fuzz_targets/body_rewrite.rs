@@ -5,8 +5,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use scim_proxy::body_rewrite::{JsonUrlRewriter, StreamRedact, rewrite_json};
-use scim_proxy::rewrite::{Base, rewrite_absolute};
+use scim_proxy::body::rewrite::{JsonUrlRewriter, StreamRedact, rewrite_json};
+use scim_proxy::scim::base::{Base, rewrite_absolute};
 
 const SECRET: &[u8] = b"s3cr/t\"k";
 const REDACTED: &[u8] = b"[REDACTED]";

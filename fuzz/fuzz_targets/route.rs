@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use scim_proxy::config::{Client, Route, TokenSource, UpstreamAuth, parse_upstream};
-use scim_proxy::route::{check_safe, map_path, select_route, upstream_path_and_query};
+use scim_proxy::proxy::route::{check_safe, map_path, select_route, upstream_path_and_query};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

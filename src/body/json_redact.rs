@@ -1,0 +1,275 @@
+//! Masking the v2 token inside JSON strings whatever their escapes ([`JsonStringRedact`]).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use crate::body::json_text::{decode_json_string, json_escape, string_end};
+use crate::body::redact::{Needles, StreamRedact};
+
+/// Longest JSON string held back to be judged decoded; a longer one is judged in pieces.
+const HOLD_LIMIT: usize = 64 * 1024;
+
+/// Masks the secret inside JSON strings whatever their escapes (`\u002d`, `\/`, ...): a string
+/// with a backslash is decoded and, when it holds the secret, written back re-escaped with the
+/// secret masked. Strings without a backslash cost one scan and pass unchanged (the raw spelling
+/// is [`StreamRedact`]'s, which runs after this). A string open at a chunk end is held until its
+/// closing quote, up to [`HOLD_LIMIT`]; beyond that it is judged in pieces, and a piece ending
+/// in a prefix of the secret has that prefix masked too (conservative).
+#[derive(Debug, Clone)]
+pub struct JsonStringRedact {
+    needles: Arc<Needles>,
+    /// Raw content of the open string held since its quote (or since the last piece).
+    held: Vec<u8>,
+    holding: bool,
+    /// The next input byte is escaped (a backslash ended the last chunk).
+    escaped: bool,
+}
+
+impl JsonStringRedact {
+    pub fn shared(needles: Arc<Needles>) -> Self {
+        JsonStringRedact {
+            needles,
+            held: Vec::new(),
+            holding: false,
+            escaped: false,
+        }
+    }
+
+    pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        if self.needles.secret.is_empty() {
+            out.extend_from_slice(input);
+            return;
+        }
+        let mut i = 0;
+        if self.holding {
+            let (end, _, escaped) = string_end(input, self.escaped);
+            match end {
+                Some(e) => {
+                    self.held.extend_from_slice(&input[..e]);
+                    self.emit_held(out, false);
+                    self.holding = false;
+                    out.extend_from_slice(b"\"");
+                    i = e + 1;
+                }
+                None => {
+                    self.held.extend_from_slice(input);
+                    self.escaped = escaped;
+                    if self.held.len() > HOLD_LIMIT {
+                        self.emit_held(out, true);
+                    }
+                    return;
+                }
+            }
+        }
+        let mut copied = i;
+        while let Some(k) = memchr::memchr(b'"', &input[i..]) {
+            let s = i + k + 1;
+            let (end, backslash, escaped) = string_end(&input[s..], false);
+            match end {
+                Some(e) => {
+                    let end = s + e;
+                    if backslash {
+                        let (decoded, _) = decode_json_string(&input[s..end], false);
+                        let (masked, changed) = mask_secret(&decoded, &self.needles, false);
+                        if changed {
+                            out.extend_from_slice(&input[copied..s]);
+                            out.extend_from_slice(&json_escape(&masked, false));
+                            copied = end;
+                        }
+                    }
+                    i = end + 1;
+                }
+                None => {
+                    out.extend_from_slice(&input[copied..s]);
+                    self.held.clear();
+                    self.held.extend_from_slice(&input[s..]);
+                    self.holding = true;
+                    self.escaped = escaped;
+                    if self.held.len() > HOLD_LIMIT {
+                        self.emit_held(out, true);
+                    }
+                    return;
+                }
+            }
+        }
+        out.extend_from_slice(&input[copied..]);
+    }
+
+    /// Ends the body: an unterminated string is judged as it is. Resets for reuse.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        if self.holding {
+            self.emit_held(out, false);
+        }
+        self.holding = false;
+        self.escaped = false;
+        self.held.clear();
+    }
+
+    /// Writes what is held (all of it, or with `piece` up to an incomplete escape at its end).
+    fn emit_held(&mut self, out: &mut BytesMut, piece: bool) {
+        let held = std::mem::take(&mut self.held);
+        let (decoded, used) = decode_json_string(&held, piece);
+        let (masked, changed) = mask_secret(&decoded, &self.needles, piece);
+        if changed {
+            out.extend_from_slice(&json_escape(&masked, false));
+        } else {
+            out.extend_from_slice(&held[..used]);
+        }
+        self.held = held;
+        self.held.drain(..used);
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.holding
+    }
+}
+
+/// `decoded` with every occurrence of the secret replaced by the mask (and with `piece`, a tail
+/// that may continue into the secret), and whether anything was replaced.
+fn mask_secret(decoded: &[u8], needles: &Needles, piece: bool) -> (Vec<u8>, bool) {
+    let secret = &needles.secret;
+    let mut out = Vec::with_capacity(decoded.len());
+    let mut changed = false;
+    let mut run = 0;
+    for k in memchr::memmem::find_iter(decoded, secret) {
+        if k < run {
+            continue;
+        }
+        out.extend_from_slice(&decoded[run..k]);
+        out.extend_from_slice(&needles.replacement);
+        run = k + secret.len();
+        changed = true;
+    }
+    let rest = &decoded[run..];
+    let tail = if piece {
+        (1..secret.len().min(rest.len() + 1))
+            .rev()
+            .find(|&n| secret.starts_with(&rest[rest.len() - n..]))
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    out.extend_from_slice(&rest[..rest.len() - tail]);
+    if tail > 0 {
+        out.extend(std::iter::repeat_n(b'*', tail));
+        changed = true;
+    }
+    (out, changed)
+}
+
+/// The token masked in a JSON body, one pass serving streamed bodies and whole ones alike: inside
+/// its strings by [`JsonStringRedact`], then in its raw and escaped spellings by [`StreamRedact`].
+#[derive(Debug, Clone)]
+pub struct JsonBodyRedact {
+    strings: JsonStringRedact,
+    raw: StreamRedact,
+    /// What the string pass wrote, for the raw pass to read.
+    between: BytesMut,
+}
+
+impl JsonBodyRedact {
+    pub fn shared(needles: Arc<Needles>) -> Self {
+        JsonBodyRedact {
+            strings: JsonStringRedact::shared(needles.clone()),
+            raw: StreamRedact::shared(needles),
+            between: BytesMut::new(),
+        }
+    }
+
+    pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        self.between.clear();
+        self.strings.feed(input, &mut self.between);
+        if !self.between.is_empty() {
+            self.raw.feed(&self.between, out);
+        }
+    }
+
+    /// Ends the body: what either pass holds back goes out. Resets for reuse.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        self.between.clear();
+        self.strings.finish(&mut self.between);
+        if !self.between.is_empty() {
+            self.raw.feed(&self.between, out);
+        }
+        self.raw.finish(out);
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.strings.is_idle() && self.raw.is_idle()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_redact_chunked(input: &[u8], secret: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut r = JsonStringRedact::shared(Arc::new(Needles::masking(secret)));
+        let mut out = BytesMut::new();
+        let mut prev = 0;
+        for c in cuts {
+            r.feed(&input[prev..c], &mut out);
+            prev = c;
+        }
+        r.feed(&input[prev..], &mut out);
+        r.finish(&mut out);
+        out.to_vec()
+    }
+
+    /// The decoded strings of a JSON document, keys included.
+    fn all_strings(v: &serde_json::Value, into: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => into.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| all_strings(x, into)),
+            serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| {
+                into.push(k.clone());
+                all_strings(x, into);
+            }),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn escaped_token_spellings_are_masked_in_any_chunking() {
+        let secret = b"V2TOKEN-SECRET/9x";
+        let spellings = [
+            r"V2TOKEN\u002dSECRET\/9x",
+            r"V2TOKEN-SECRET/\u0039x",
+            r"\u0056\u0032TOKEN-SECRET\/9x",
+            r"V2TOKEN\u002DSECRET/9\u0078",
+        ];
+        for sp in spellings {
+            let doc = format!(r#"{{"detail":"bad token pre{sp}post","keep":"a\u00e9b","n":1}}"#);
+            for cuts in [vec![], vec![3, 17], (0..doc.len()).collect::<Vec<_>>()] {
+                let got = json_redact_chunked(doc.as_bytes(), secret, &cuts);
+                let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
+                let mut strings = Vec::new();
+                all_strings(&v, &mut strings);
+                assert!(
+                    strings.iter().all(|s| !s.contains("V2TOKEN-SECRET/9x")),
+                    "{sp}"
+                );
+                assert_eq!(v["detail"], format!("bad token pre{}post", "*".repeat(17)));
+                // A string without the token keeps its spelling.
+                assert!(got.windows(8).any(|w| w == br"a\u00e9b"));
+            }
+        }
+    }
+
+    #[test]
+    fn plain_json_passes_unchanged_and_long_strings_are_judged_in_pieces() {
+        let secret = b"tok-123";
+        let plain = br#"{"a":"b","c":["d\"e",1]}"#;
+        assert_eq!(json_redact_chunked(plain, secret, &[5]), plain.to_vec());
+        // A string longer than the hold limit, with the token escaped right across a piece edge.
+        let pad = "x".repeat(HOLD_LIMIT);
+        let doc = format!(r#"{{"p":"{pad}tok\u002d123{pad}"}}"#);
+        let cut = doc.find("tok").unwrap() + 2;
+        let got = json_redact_chunked(doc.as_bytes(), secret, &[cut, cut + 4]);
+        let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
+        assert!(!v["p"].as_str().unwrap().contains("tok-123"));
+    }
+}

@@ -1,0 +1,307 @@
+//! Prometheus metrics (`/metrics` on the admin listener) and the readiness verdict (`/readyz`).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+pub use crate::observe::log_drops::{LogDrops, count_tracing_losses, tracing_dropped};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub client: String,
+    pub op: String,
+    pub status_class: StatusClass,
+}
+
+/// `1xx` … `5xx`, as dashboards expect to read them.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct StatusClass(u8);
+
+impl StatusClass {
+    pub fn of(status: u16) -> StatusClass {
+        StatusClass(u8::try_from((status / 100).clamp(1, 5)).unwrap_or(5))
+    }
+}
+
+impl EncodeLabelValue for StatusClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        write!(encoder, "{}xx", self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub route: String,
+    /// connect, tls, timeout, protocol, 5xx, auth (401/403)
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// traffic (the traffic log), tracing (stderr: events and, with the traffic log off, access lines)
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Every `kind` of `upstream_failures`, exported at 0 per route from the start.
+pub const UPSTREAM_FAILURE_KINDS: [&str; 6] =
+    ["connect", "tls", "timeout", "protocol", "5xx", "auth"];
+
+/// Every `result` of `reloads`.
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "failed"];
+
+/// Every `reason` of `connections_refused`.
+pub const REFUSAL_REASONS: [&str; 4] = ["max_connections", "allow_cidrs", "proxy_protocol", "tls"];
+
+/// Latency buckets in seconds: SCIM calls take milliseconds to seconds; 30 s is the default timeout.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_failures: Family<FailureLabels, Counter>,
+    pub in_flight: Gauge,
+    pub token_expiry_seconds: Family<RouteLabels, Gauge<f64, AtomicU64>>,
+    pub token_expiry_stale: Family<RouteLabels, Gauge>,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    pub open_connections: Gauge,
+    pub log_records_dropped: Family<SinkLabels, Counter>,
+    /// Renders bring the drop counters up to their sources one at a time (no double counting).
+    log_drops_synced: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("scim_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route, IdP client, SCIM operation and status class",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head, as the IdP sees it",
+            request_duration.clone(),
+        );
+        let upstream_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending upstream to the upstream's response head",
+            upstream_duration.clone(),
+        );
+        let upstream_failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "upstream_failures",
+            "Upstream failures by kind: connect, tls, timeout, protocol, 5xx, auth (401/403)",
+            upstream_failures.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being served now",
+            in_flight.clone(),
+        );
+        let token_expiry_seconds = Family::<RouteLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "token_expiry_seconds",
+            "Seconds until the route's REST API v2 token expires (negative: expired); only routes with token_expires",
+            token_expiry_seconds.clone(),
+        );
+        let token_expiry_stale = Family::<RouteLabels, Gauge>::default();
+        registry.register(
+            "token_expiry_stale",
+            "1 when the route's token changed but token_expires did not (the date is the previous token's); only routes with token_expires",
+            token_expiry_stale.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Configuration reloads by result (ok, failed)",
+            reloads.clone(),
+        );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed before HTTP: max_connections, allow_cidrs, proxy_protocol, tls",
+            connections_refused.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        // Series with labels known now start at 0: `increase()` then sees the first event and
+        // dashboards show 0, not "no data" (Prometheus instrumentation advice).
+        for result in RELOAD_RESULTS {
+            let _ = reloads.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
+        for reason in REFUSAL_REASONS {
+            let _ = connections_refused.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            });
+        }
+        let log_records_dropped = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "log_records_dropped",
+            "Log records dropped because the sink (traffic log, tracing on stderr) did not keep up",
+            log_records_dropped.clone(),
+        );
+        for sink in ["traffic", "tracing"] {
+            drop(log_records_dropped.get_or_create(&SinkLabels { sink: sink.into() }));
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_failures,
+            in_flight,
+            token_expiry_seconds,
+            token_expiry_stale,
+            reloads,
+            connections_refused,
+            open_connections,
+            log_records_dropped,
+            log_drops_synced: Mutex::new(()),
+        }
+    }
+
+    /// Exports every per-route series at 0 (failures by kind, latency histograms) for the
+    /// config's routes; called at start and after each reload, so added routes appear at once.
+    /// Routes that were removed keep their series until restart, as counters should.
+    pub fn declare_routes(&self, config: &Config) {
+        for route in &config.routes {
+            let labels = RouteLabels {
+                route: route.name.clone(),
+            };
+            let _ = self.request_duration.get_or_create(&labels);
+            let _ = self.upstream_duration.get_or_create(&labels);
+            for kind in UPSTREAM_FAILURE_KINDS {
+                let _ = self.upstream_failures.get_or_create(&FailureLabels {
+                    route: route.name.clone(),
+                    kind: kind.to_string(),
+                });
+            }
+        }
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn upstream_failure(&self, route: &str, kind: &str) {
+        self.upstream_failures
+            .get_or_create(&FailureLabels {
+                route: route.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "failed" }.to_string(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition, with the token expiry gauges and drop counters brought up to date.
+    /// `token_expiry`: per route with a `token_expires`, whether the date still applies to the token
+    /// in use, and the date.
+    pub fn render(&self, token_expiry: &[(&str, bool, SystemTime)], drops: &LogDrops) -> String {
+        {
+            let _one_at_a_time = self
+                .log_drops_synced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (sink, total) in [("traffic", drops.traffic), ("tracing", drops.tracing)] {
+                let counter = self
+                    .log_records_dropped
+                    .get_or_create(&SinkLabels { sink: sink.into() });
+                let counted = counter.get();
+                if total > counted {
+                    counter.inc_by(total - counted);
+                }
+            }
+        }
+        let now = SystemTime::now();
+        self.token_expiry_seconds.clear();
+        self.token_expiry_stale.clear();
+        for &(route, applies, date) in token_expiry {
+            let labels = RouteLabels {
+                route: route.to_string(),
+            };
+            self.token_expiry_stale
+                .get_or_create(&labels)
+                .set(i64::from(!applies));
+            // A date written for another token says nothing about this one.
+            if applies {
+                let secs = match date.duration_since(now) {
+                    Ok(d) => d.as_secs_f64(),
+                    Err(e) => -e.duration().as_secs_f64(),
+                };
+                self.token_expiry_seconds.get_or_create(&labels).set(secs);
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,118 @@
+//! The admin listener (plain HTTP, keep it on loopback or a private network): `/healthz`, `/readyz`,
+//! `/metrics`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{ProxyBody, full};
+use crate::state::Shared;
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(answer(&shared, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"status":"method not allowed"}"#.into(),
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        "/readyz" => {
+            let snapshot = shared.state.load();
+            let now = SystemTime::now();
+            let problems =
+                crate::state::readiness::readiness_problems(&snapshot, shared.is_ready(), now);
+            let warnings = crate::state::readiness::readiness_warnings(&snapshot, now);
+            let mut body = if problems.is_empty() {
+                serde_json::json!({"status": "ready"})
+            } else {
+                serde_json::json!({"status": "not ready", "problems": problems})
+            };
+            if !warnings.is_empty() {
+                body["warnings"] = serde_json::json!(warnings);
+            }
+            let status = if problems.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            // Lost log records do not stop provisioning: shown, but readiness stays as it is.
+            let drops = shared.log_drops();
+            if drops.any() {
+                body["log_records_dropped"] =
+                    serde_json::json!({"traffic": drops.traffic, "tracing": drops.tracing});
+            }
+            json(status, body.to_string())
+        }
+        "/metrics" => {
+            let text = shared.metrics.render(
+                &shared.state.load().token_expiry_dates(),
+                &shared.log_drops(),
+            );
+            let mut res = Response::new(full(text));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            res
+        }
+        _ => json(StatusCode::NOT_FOUND, r#"{"status":"not found"}"#.into()),
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    res
+}
