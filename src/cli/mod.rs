@@ -1,4 +1,5 @@
-//! The command line: serve, check, hash-token, demo. Exit codes: 0 ok, 1 failure, 2 usage or config problems.
+//! The command line: serve, check (and --live), hash-token, report, test-upstream, dev-certs, demo;
+//! a file per subcommand. Exit codes: 0 ok, 1 failure, 2 usage or config problems.
 
 mod check;
 pub mod check_live;

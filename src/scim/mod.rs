@@ -1,6 +1,6 @@
 //! SCIM as the proxy reads it: base URLs and their rewriting, and what a request does.
 
-mod attrs;
+pub(crate) mod attrs;
 pub mod base;
 mod filter;
 mod patch;

@@ -8,13 +8,8 @@ pub(super) fn key_ci(m: &Map<String, Value>, name: &str) -> Option<String> {
     m.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned()
 }
 
-pub(super) fn get_ci<'m>(m: &'m Map<String, Value>, name: &str) -> Option<&'m Value> {
-    m.get(name).or_else(|| {
-        m.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
-}
+/// The proxy's own case-insensitive lookup: the lab reads attributes as the proxy does.
+pub(super) use crate::scim::attrs::get_ci;
 
 /// The value under `name` (any case); when absent and `create`, a new `empty` one under the
 /// schema's spelling of `name`.
