@@ -160,7 +160,7 @@ fn route_card(out: &mut String, r: &RouteStatus, cert: Option<&CertStatus>) {
     if let Some(b) = &r.auth_burst {
         let _ = write!(
             out,
-            "<div class=\"alert auth-burst\"><b>Upstream {} burst:</b> {} refusals from {} to {}. {}</div>",
+            "<div class=\"alert auth-burst\"><b>Upstream {} burst</b> ({} refusals from {} to {}): {}</div>",
             b.last_status,
             b.count,
             esc(&b.window_start),

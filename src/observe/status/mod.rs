@@ -259,3 +259,92 @@ fn route_entry<'a>(routes: &'a mut HashMap<String, Route>, route: &str) -> Optio
 fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(at: SystemTime, status: u16, upstream_status: Option<u16>) -> Seen<'static> {
+        Seen {
+            at,
+            route: Some("acme"),
+            client: Some("okta"),
+            op: "user.update",
+            status,
+            upstream_status,
+        }
+    }
+
+    fn failure(n: usize, status: u16) -> Failure {
+        Failure {
+            ts: format!("t{n:03}"),
+            request_id: format!("r{n}"),
+            route: Some("acme".into()),
+            client: Some("okta".into()),
+            method: "PATCH".into(),
+            op: Some("user.update".into()),
+            resource: Some("User".into()),
+            resource_id: Some(format!("id{}", n % 3)),
+            subject: None,
+            status,
+            upstream_status: Some(status),
+            scim_type: None,
+            detail: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn failures_are_capped_bursts_found_and_a_success_clears_its_resource() {
+        let board = StatusBoard::new(2);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for n in 0..60 {
+            let at = t0 + Duration::from_secs(n as u64);
+            board.record(seen(at, 401, Some(401)), Some(failure(n, 401)), None);
+        }
+        let subject = || None;
+        board.record(
+            seen(t0 + Duration::from_secs(61), 200, Some(200)),
+            None,
+            Some(Succeeded {
+                resource: "User",
+                resource_id: Some("id2"),
+                subject: &subject,
+            }),
+        );
+        let a = board.activity(t0 + Duration::from_secs(62));
+        assert_eq!(a.failures.len(), LAST_FAILURES);
+        assert_eq!(a.failures[0].request_id, "r59", "newest first");
+        // The set keeps 2 (id0..id2 cycle), and id2 was cleared by the success.
+        let ids: Vec<_> = a.out_of_sync.iter().map(|e| e.identity.clone()).collect();
+        assert_eq!(ids, [Identity::Id("id1".into())], "{ids:?}");
+        let route = &a.routes["acme"];
+        let burst = route.auth_burst.as_ref().expect("a burst");
+        assert_eq!((burst.count, burst.last_status), (60, 401));
+        assert!(route.last_upstream_success.is_some());
+        let idp = &a.idps[0];
+        assert_eq!(
+            (
+                idp.last_hour.requests,
+                idp.last_hour.client_error,
+                idp.last_hour.ok
+            ),
+            (61, 60, 1)
+        );
+    }
+
+    #[test]
+    fn two_refusals_a_minute_apart_are_no_burst() {
+        let board = StatusBoard::default();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for n in 0..4 {
+            let at = t0 + Duration::from_secs(61 * n);
+            board.record(
+                seen(at, 403, Some(403)),
+                Some(failure(n as usize, 403)),
+                None,
+            );
+        }
+        assert!(board.activity(t0).routes["acme"].auth_burst.is_none());
+    }
+}
