@@ -162,7 +162,7 @@ pub fn what_to_do(client: &str) -> &'static str {
         "Entra ID: Enterprise applications > the app > Provisioning > Provision on demand for each user listed (or Restart provisioning to retry all)"
     } else if name.contains("okta") {
         "Okta: Applications > the app > Provisioning tasks (Dashboard > Tasks) > Retry failed tasks; or Push Groups > Push now"
-    } else if name.contains("jumpcloud") || name.contains("jc") {
+    } else if name.contains("jumpcloud") {
         "JumpCloud: SSO Applications > the app > Identity Management > re-sync (deactivate and reactivate Identity Management, or re-save the user/group bindings)"
     } else {
         "Re-provision each listed user or group from the IdP: Entra ID \"Provision on demand\", Okta \"Retry failed tasks\", JumpCloud Identity Management re-sync"
