@@ -122,7 +122,10 @@ pub(super) fn write_text(s: &OutOfSyncStatus, out: &mut impl Write) -> io::Resul
 
 fn write_entry(e: &Entry, out: &mut impl Write) -> io::Result<()> {
     let who = match &e.identity {
-        Identity::Id(id) => format!("id {id}"),
+        Identity::Id(id) => match &e.subject {
+            Some(s) => format!("id {id} ({s})"),
+            None => format!("id {id}"),
+        },
         Identity::Subject(s) => format!("{s} (not created)"),
     };
     let f = &e.last;

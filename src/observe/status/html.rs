@@ -17,6 +17,9 @@ th{background:#eef0f4;font-weight:600}td.n{text-align:right;font-variant-numeric
 .warn{background:#fff1cc;border:1px solid #e8c96a;border-radius:6px;padding:.5em 1em;margin:.5em 0}\
 dl{display:grid;grid-template-columns:max-content auto;gap:.15em 1em;margin:.3em 0}dt{font-weight:600}dd{margin:0}";
 
+/// The page lists at most this many out-of-sync resources (all are in `/status.json`).
+const PAGE_OUT_OF_SYNC: usize = 500;
+
 /// The page for `doc`; with `refresh`, the browser reloads it every that many seconds.
 pub fn render(doc: &StatusDoc, refresh: Option<u32>) -> String {
     let mut out = String::with_capacity(16 * 1024);
@@ -92,10 +95,17 @@ fn out_of_sync(out: &mut String, doc: &StatusDoc) {
             );
         }
         out.push_str("</ul><table id=\"out-of-sync-list\"><tr><th>route</th><th>IdP</th><th>resource</th><th>who</th><th>since</th><th>failed writes</th><th>last status</th><th>upstream reason</th><th>request id</th></tr>");
-        for e in &s.entries {
+        for e in s.entries.iter().take(PAGE_OUT_OF_SYNC) {
             entry_row(out, e);
         }
         out.push_str("</table>");
+        if s.entries.len() > PAGE_OUT_OF_SYNC {
+            let _ = write!(
+                out,
+                "<p>The {PAGE_OUT_OF_SYNC} latest are shown; all {} are in <a href=\"/status.json\">/status.json</a>.</p>",
+                s.entries.len()
+            );
+        }
     }
     if s.evicted > 0 {
         let _ = write!(
@@ -118,8 +128,7 @@ fn entry_row(out: &mut String, e: &Entry) {
         Identity::Id(id) => format!(
             "id <code>{}</code>{}",
             esc(id),
-            e.last
-                .subject
+            e.subject
                 .as_deref()
                 .map(|s| format!(" ({})", esc(s)))
                 .unwrap_or_default()

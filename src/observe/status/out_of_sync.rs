@@ -34,6 +34,10 @@ pub struct Entry {
     pub route: String,
     pub resource: String,
     pub identity: Identity,
+    /// Its subject as logged, from the latest of its failed writes that named it (a PATCH often
+    /// names nobody).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// When its first failed write since the last success arrived.
     pub since: String,
     /// Failed writes since the last success.
@@ -94,6 +98,9 @@ impl OutOfSync {
             Some((old, mut entry)) => {
                 self.order.remove(&old);
                 entry.failures = entry.failures.saturating_add(1);
+                if failure.subject.is_some() {
+                    entry.subject = failure.subject.clone();
+                }
                 entry.last = failure;
                 entry
             }
@@ -101,6 +108,7 @@ impl OutOfSync {
                 route: key.route.clone(),
                 resource: key.resource.clone(),
                 identity: key.identity.clone(),
+                subject: failure.subject.clone(),
                 since: failure.ts.clone(),
                 failures: 1,
                 last: failure,
@@ -186,6 +194,11 @@ mod tests {
         let entries = set.entries();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].identity, Identity::Id("7".into()));
+        assert_eq!(
+            entries[0].subject.as_deref(),
+            Some("h:bb"),
+            "kept from the earlier failure"
+        );
         assert_eq!((entries[0].failures, entries[0].since.as_str()), (2, "2"));
         set.succeeded("acme", "User", Some("9"), Some("h:aa"));
         set.succeeded("other", "User", Some("7"), None);
