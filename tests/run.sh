@@ -53,6 +53,14 @@ command -v tinyproxy || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive a
 tinyproxy -v
 trap - EXIT
 
+step "browser for the status page test (chromium, Debian package)"
+# tests/proxy/status.rs loads the admin status page in headless Chromium (--dump-dom, --screenshot)
+# and fails without it: it is never skipped. Installed once; CI runs this as root on a clean Debian.
+trap 'echo "FAILED: cannot install chromium with apt-get (not root, or no package mirror?); the status page test in tests/proxy/ needs it" >&2' EXIT
+command -v chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+chromium --version
+trap - EXIT
+
 step "tests (unit, property, integration over loopback sockets)"
 cargo test --all-targets --locked
 

@@ -26,6 +26,7 @@ pub(super) fn run(path: &std::path::Path, live: Option<std::time::Duration>) -> 
         Ok(snapshot) => {
             print_summary(&snapshot.config);
             warn_unusual_upstream_paths(&snapshot.config);
+            warn_open_admin(&snapshot.config);
             let expired = report_token_expiry(&snapshot);
             let live_ok = match live {
                 None => true,
@@ -100,6 +101,20 @@ fn warn_unusual_upstream_paths(c: &Config) {
                 r.upstream.url()
             );
         }
+    }
+}
+
+/// The status page names users and failures: off loopback, it should need a token.
+fn warn_open_admin(c: &Config) {
+    if let Some(a) = &c.admin
+        && !a.addr.ip().is_loopback()
+        && a.token_sha256.is_none()
+    {
+        eprintln!(
+            "warning: {}: admin.token_sha256: the admin listener {} is not on a loopback address and has no token: anyone who reaches it reads the status page (failures, who is out of sync) and /metrics; set token_sha256 (see `scim-proxy hash-token`) or bind it to 127.0.0.1",
+            c.source.display(),
+            a.addr
+        );
     }
 }
 

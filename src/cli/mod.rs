@@ -69,6 +69,10 @@ enum Command {
         /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
+        /// Only the users and groups whose latest write failed and has not succeeded since (the
+        /// status page's out-of-sync list, from the logs).
+        #[arg(long)]
+        out_of_sync: bool,
     },
     /// Serve the embedded Netskope-like SCIM upstream on its own (a lab target for the proxy,
     /// soak and load tests). Not a Netskope replacement: in memory, nothing persists.
@@ -141,7 +145,11 @@ pub fn main() -> ExitCode {
             base_path,
             log_requests: !quiet,
         }),
-        Command::Report { files, json } => report::run(&files, json),
+        Command::Report {
+            files,
+            json,
+            out_of_sync,
+        } => report::run(&files, json, out_of_sync),
         Command::Serve { config } => serve::run(config),
         Command::Demo { listen, once } => demo::run(listen, once),
     }

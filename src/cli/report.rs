@@ -3,9 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub(super) fn run(files: &[PathBuf], json: bool) -> ExitCode {
+pub(super) fn run(files: &[PathBuf], json: bool, out_of_sync: bool) -> ExitCode {
     let mut out = std::io::stdout().lock();
-    match crate::observe::report::run(files, json, &mut out) {
+    let done = if out_of_sync {
+        crate::observe::report::run_out_of_sync(files, json, &mut out)
+    } else {
+        crate::observe::report::run(files, json, &mut out)
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("report: {e}");

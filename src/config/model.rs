@@ -113,6 +113,8 @@ pub struct TlsFiles {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
     pub addr: SocketAddr,
+    /// SHA-256 of the bearer token `/`, `/status.json` and `/metrics` require (None: open).
+    pub token_sha256: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -74,6 +74,7 @@ raw_tables! {
     #[derive(Debug, Default, Deserialize)]
     struct RawAdmin {
         addr: Option<String>,
+        token_sha256: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]

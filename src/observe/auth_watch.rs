@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// What a burst of upstream 401/403 most likely means, as the log and the status page say it.
+pub const AUTH_BURST_MEANING: &str = "the upstream keeps refusing the REST API v2 token (401/403). Most likely: the v2 token expired or was revoked (Settings > Tools > REST API v2), it lacks the SCIM Users/Groups Read+Write scopes, or this proxy's egress IP is not on the tenant's IP allowlist (Settings > Administration > IP Allowlist)";
+
 /// Upstream 401/403 bursts, explained once in a while per route: they are what an expired or
 /// revoked v2 token, missing SCIM scopes, or a non-allowlisted egress IP look like.
 pub struct AuthWatch {
@@ -21,8 +24,9 @@ impl Default for AuthWatch {
 }
 
 impl AuthWatch {
-    const WINDOW: Duration = Duration::from_secs(60);
-    const BURST: u32 = 3;
+    /// Refusals within this long of the first of them make a burst (the status page uses the same).
+    pub(crate) const WINDOW: Duration = Duration::from_secs(60);
+    pub(crate) const BURST: u32 = 3;
     const QUIET: Duration = Duration::from_secs(300);
 
     pub fn new() -> AuthWatch {
@@ -52,7 +56,8 @@ impl AuthWatch {
                 route,
                 status,
                 count = entry.1,
-                "the upstream keeps refusing the REST API v2 token (401/403). Most likely: the v2 token expired or was revoked (Settings > Tools > REST API v2), it lacks the SCIM Users/Groups Read+Write scopes, or this proxy's egress IP is not on the tenant's IP allowlist (Settings > Administration > IP Allowlist)"
+                "{}",
+                AUTH_BURST_MEANING
             );
         }
     }

@@ -11,6 +11,7 @@ mod record;
 pub mod report;
 mod rotating_file;
 mod sink;
+pub mod status;
 #[cfg(test)]
 mod test_support;
 
@@ -18,6 +19,7 @@ mod test_support;
 /// from here): the record, the masking of secrets and personal data, and the writer.
 pub mod traffic_log {
     pub use super::body_mask::mask_body;
+    pub(crate) use super::pii::scrub_text;
     pub use super::pii::{Pii, PiiPolicy};
     pub use super::query_mask::{loggable_path, mask_query_credentials};
     pub use super::record::{TrafficRecord, rfc3339_millis};

@@ -143,10 +143,11 @@ impl Done {
         drop(_gauge);
         // The SCIM reading, completed from the upstream's answer, only feeds the traffic record:
         // without one, the answer is not parsed at all (the hot path stays lean).
-        let response_value = shared
-            .traffic
-            .as_ref()
-            .and_then(|_| record::response_value(&exchange, &snapshot));
+        // The status page needs the upstream's error (scimType, detail) even without a traffic log.
+        let upstream_failed = exchange.upstream_status.is_some_and(|s| s >= 400);
+        let response_value = (shared.traffic.is_some() || upstream_failed)
+            .then(|| record::response_value(&exchange, &snapshot))
+            .flatten();
         if shared.traffic.is_some()
             && let Some(reading) = exchange.reading.as_mut()
         {
@@ -157,14 +158,21 @@ impl Done {
             );
         }
         record::count(&shared, &exchange, status, head_time);
-        let Some(log) = &shared.traffic else {
-            record::access_line(&exchange, status);
-            return;
-        };
         let outcome = record::Outcome {
             status,
             bytes_out,
             complete,
+        };
+        record::status(
+            &shared,
+            &exchange,
+            &snapshot,
+            &outcome,
+            response_value.as_ref(),
+        );
+        let Some(log) = &shared.traffic else {
+            record::access_line(&exchange, status);
+            return;
         };
         log.write(&record::traffic_record(
             &exchange,

@@ -179,7 +179,8 @@ async fn forward(
     let res = sent.result?;
     exchange.upstream_status = Some(res.status().as_u16());
     // The answer under the client's names and without the token; its JSON kept for the log.
-    let keep_copy = shared.traffic.is_some();
+    // An upstream error is kept for the status page too (its scimType and detail).
+    let keep_copy = shared.traffic.is_some() || res.status().as_u16() >= 400;
     let (res, copy) = respond::respond(res, &exchange.method, &dest, keep_copy).await?;
     exchange.response_json = copy;
     // The IdP's slot is freed with the exchange, when the response body is done.

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use crate::error::ErrorKind;
 use crate::observe::metrics::{RequestLabels, RouteLabels, StatusClass};
+use crate::observe::status::{Failure, Seen, Succeeded, is_write};
 use crate::observe::traffic_log::TrafficRecord;
+use crate::observe::traffic_log::scrub_text;
 use crate::proxy::exchange::Exchange;
+use crate::scim::reading::scim_error;
 use crate::state::{Shared, Snapshot};
 
 /// How the response went out.
@@ -76,6 +79,81 @@ pub(crate) fn count(shared: &Shared, exchange: &Exchange, status: u16, head_time
     }
 }
 
+/// Feeds the status page: a counter update, and on a failure one small record with personal
+/// values as the traffic log writes them (`log.pii`).
+pub(crate) fn status(
+    shared: &Shared,
+    exchange: &Exchange,
+    snapshot: &Snapshot,
+    outcome: &Outcome,
+    response_value: Option<&serde_json::Value>,
+) {
+    let pii = &snapshot.pii;
+    let reading = exchange.reading.as_ref();
+    let seen = Seen {
+        at: exchange.arrived,
+        route: exchange.route.as_deref(),
+        client: exchange.client.as_deref(),
+        op: op(exchange),
+        status: outcome.status,
+        upstream_status: exchange.upstream_status,
+    };
+    let resource = reading.map(|r| r.resource.as_str());
+    let write = is_write(exchange.method.as_str(), resource, reading.map(|r| r.op));
+    if outcome.status < 400 {
+        let subject = || {
+            reading
+                .and_then(|r| r.subject.as_deref())
+                .and_then(|s| pii.apply(s))
+        };
+        let succeeded = match (write, resource) {
+            (true, Some(resource)) if (200..300).contains(&outcome.status) => Some(Succeeded {
+                resource,
+                resource_id: reading.and_then(|r| r.resource_id.as_deref()),
+                subject: &subject,
+            }),
+            _ => None,
+        };
+        shared.status.record(seen, None, succeeded);
+        return;
+    }
+    let (scim_type, detail) = match (reading, response_value) {
+        (Some(r), Some(v)) if exchange.upstream_status.is_some_and(|s| s >= 400) => {
+            let (detail, scim_type) = scim_error(v);
+            let detail = detail.map(|d| scrub_text(&d, r.subject.as_deref(), pii));
+            (scim_type, detail)
+        }
+        _ => (None, None),
+    };
+    let failure = Failure {
+        ts: crate::observe::traffic_log::rfc3339_millis(exchange.arrived),
+        request_id: exchange.request_id.clone(),
+        route: exchange.route.clone(),
+        client: exchange.client.clone(),
+        method: exchange.method.as_str().to_owned(),
+        op: reading.map(|r| r.op.to_owned()),
+        resource: resource.map(str::to_owned),
+        resource_id: reading.and_then(|r| r.resource_id.clone()),
+        subject: reading
+            .and_then(|r| r.subject.as_deref())
+            .and_then(|s| pii.apply(s)),
+        status: outcome.status,
+        upstream_status: exchange.upstream_status,
+        scim_type,
+        detail,
+        error: error_of(exchange, outcome).map(str::to_owned),
+    };
+    shared.status.record(seen, Some(failure), None);
+}
+
+/// The record's `error`: what the proxy found wrong, or a response cut off on its way out.
+fn error_of(exchange: &Exchange, outcome: &Outcome) -> Option<&'static str> {
+    exchange
+        .error
+        .map(|k| k.as_str())
+        .or((!outcome.complete).then_some("response-incomplete"))
+}
+
 /// The SCIM operation, `-` when the request never got that far.
 fn op(exchange: &Exchange) -> &'static str {
     exchange.reading.as_ref().map(|r| r.op).unwrap_or("-")
@@ -137,10 +215,7 @@ pub(crate) fn traffic_record(
     record.bytes_in = exchange.bytes_in.load(Ordering::Relaxed);
     record.bytes_out = outcome.bytes_out;
     record.auth = exchange.auth;
-    record.error = exchange
-        .error
-        .map(|k| k.as_str())
-        .or((!outcome.complete).then_some("response-incomplete"));
+    record.error = error_of(exchange, &outcome);
     if let Some(p) = &exchange.upstream_path {
         record.set_upstream_path(p, pii);
     }

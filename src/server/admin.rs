@@ -1,5 +1,6 @@
 //! The admin listener (plain HTTP, keep it on loopback or a private network): `/healthz`, `/readyz`,
-//! `/metrics`.
+//! `/metrics`, the status page `/` and `/status.json`. With `[admin] token_sha256`, the last three
+//! need that bearer token; the probes stay open.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use subtle::ConstantTimeEq;
 
 use crate::body::{ProxyBody, full};
 use crate::state::Shared;
@@ -56,7 +59,26 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
             r#"{"status":"method not allowed"}"#.into(),
         );
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    if matches!(path, "/" | "/status.json" | "/metrics") && !authorized(shared, req) {
+        return unauthorized();
+    }
+    match path {
+        "/" => {
+            let doc = super::status_page::status_doc(shared, SystemTime::now());
+            let refresh = refresh_seconds(req.uri().query());
+            page(crate::observe::status::html::render(&doc, refresh))
+        }
+        "/status.json" => {
+            let doc = super::status_page::status_doc(shared, SystemTime::now());
+            match serde_json::to_string_pretty(&doc) {
+                Ok(body) => json(StatusCode::OK, body),
+                Err(_) => json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    r#"{"status":"cannot render the status"}"#.into(),
+                ),
+            }
+        }
         "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         "/readyz" => {
             let snapshot = shared.state.load();
@@ -101,6 +123,70 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
         }
         _ => json(StatusCode::NOT_FOUND, r#"{"status":"not found"}"#.into()),
     }
+}
+
+/// The request carries the admin bearer token, or none is configured.
+fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
+    let snapshot = shared.state.load();
+    let Some(expected) = snapshot.config.admin.as_ref().and_then(|a| a.token_sha256) else {
+        return true;
+    };
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    crate::auth::bearer_token(value.as_bytes())
+        .is_some_and(|t| bool::from(crate::auth::token_sha256(t).ct_eq(&expected)))
+}
+
+fn unauthorized() -> Response<ProxyBody> {
+    let mut res = crate::error::scim_error_response(
+        StatusCode::UNAUTHORIZED,
+        None,
+        "this admin endpoint needs Authorization: Bearer <the admin token> ([admin] token_sha256)",
+    );
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"scim-proxy admin\""),
+    );
+    res
+}
+
+/// `?refresh=N`: reload the page every N seconds (5 to 3600).
+fn refresh_seconds(query: Option<&str>) -> Option<u32> {
+    let value = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("refresh="))?;
+    value.trim().parse::<u32>().ok().map(|n| n.clamp(5, 3600))
+}
+
+/// The HTML page: nothing external may load, and nothing may frame it.
+fn page(body: String) -> Response<ProxyBody> {
+    let mut res = Response::new(full(body));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    res
 }
 
 fn json(status: StatusCode, body: String) -> Response<ProxyBody> {

@@ -7,6 +7,7 @@ mod connection;
 pub mod listener;
 pub mod proxy_protocol;
 mod serving;
+mod status_page;
 mod tracked;
 
 use std::net::SocketAddr;

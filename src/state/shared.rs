@@ -15,6 +15,7 @@ use super::token_expiry::TokenExpiry;
 use crate::config::{Config, Problems, TrafficSink};
 use crate::observe::auth_watch::AuthWatch;
 use crate::observe::metrics::{self, LogDrops, Metrics};
+use crate::observe::status::StatusBoard;
 use crate::observe::traffic_log::TrafficLog;
 
 /// State shared by the listeners, the admin endpoints and the reloader.
@@ -27,6 +28,8 @@ pub struct Shared {
     pub retry_budget: RetryBudget,
     pub metrics: Metrics,
     pub auth_watch: AuthWatch,
+    /// What the admin status page shows: bounded, in memory, fed by the logging phase.
+    pub status: StatusBoard,
     /// Opened once at start; moving it needs a restart.
     pub traffic: Option<TrafficLog>,
 }
@@ -43,6 +46,7 @@ impl Shared {
             retry_budget: RetryBudget::new(Duration::from_secs(10), 10),
             metrics,
             auth_watch: AuthWatch::new(),
+            status: StatusBoard::default(),
             traffic,
         }))
     }
@@ -111,7 +115,7 @@ fn warn_restart_needed(current: &Config, next: &Config) {
             "listen.addr changed: a restart is needed to move the listener; still listening on the old address"
         );
     }
-    if next.admin != current.admin {
+    if next.admin.as_ref().map(|a| a.addr) != current.admin.as_ref().map(|a| a.addr) {
         tracing::warn!("admin.addr changed: a restart is needed to move the admin listener");
     }
     if next.log.traffic != current.log.traffic

@@ -28,6 +28,7 @@ mod report;
 mod rewriting;
 mod routing;
 mod secrets;
+mod status;
 mod tls;
 mod traffic_log;
 mod upstream_faults;

@@ -4,6 +4,8 @@
 //! wrote.
 #![allow(dead_code)]
 
+mod admin;
+mod browser;
 mod builder;
 mod cli;
 mod idp;
@@ -21,6 +23,6 @@ mod traffic;
 // Each binary uses its own part of the harness.
 #[allow(unused_imports)]
 pub use {
-    builder::*, cli::*, idp::*, metrics::*, ports::*, proxy::*, raw_http::*, raw_server::*,
-    scim::*, time::*, tinyproxy::*, tls::*, traffic::*,
+    admin::*, browser::*, builder::*, cli::*, idp::*, metrics::*, ports::*, proxy::*, raw_http::*,
+    raw_server::*, scim::*, time::*, tinyproxy::*, tls::*, traffic::*,
 };

@@ -47,7 +47,7 @@ impl Validator {
             .as_ref()
             .is_none_or(|l| l.cert.is_none() && l.key.is_none());
         let listen = self.listen(raw.listen, base_dir);
-        let admin = raw.admin.and_then(|a| self.admin(a.addr));
+        let admin = raw.admin.and_then(|a| self.admin(a.addr, a.token_sha256));
         let limits = self.limits(raw.limits.unwrap_or_default());
         let egress = self.egress(raw.egress.unwrap_or_default(), base_dir);
         let reload = self.reload(raw.reload.unwrap_or_default());
@@ -77,11 +77,24 @@ impl Validator {
         self.found.result(config)
     }
 
-    fn admin(&mut self, addr: Option<String>) -> Option<Admin> {
+    fn admin(&mut self, addr: Option<String>, token: Option<String>) -> Option<Admin> {
+        let token_sha256 = token.and_then(|t| {
+            let mut out = [0u8; 32];
+            match hex::decode_to_slice(t.trim(), &mut out) {
+                Ok(()) => Some(out),
+                Err(_) => {
+                    self.problem(
+                        "admin.token_sha256",
+                        "must be 64 hex characters: the SHA-256 of the admin bearer token, as printed by `scim-proxy hash-token` (never the token itself)",
+                    );
+                    None
+                }
+            }
+        });
         match addr {
             Some(addr) => self
                 .socket_addr("admin.addr", &addr)
-                .map(|addr| Admin { addr }),
+                .map(|addr| Admin { addr, token_sha256 }),
             None => {
                 self.problem("admin.addr", "required when [admin] is present");
                 None

@@ -24,6 +24,10 @@ pub(super) struct Line {
     #[serde(default)]
     pub(super) op: Option<String>,
     #[serde(default)]
+    pub(super) resource: Option<String>,
+    #[serde(default)]
+    pub(super) resource_id: Option<String>,
+    #[serde(default)]
     pub(super) subject: Option<String>,
     #[serde(default)]
     pub(super) detail: Option<String>,
