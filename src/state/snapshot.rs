@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub cert_info: Option<tls::CertInfo>,
     /// The names the serving certificate covers; a Host outside them (and the routes' names) is 421.
     pub cert_names: Option<tls::CertNames>,
+    /// With `[listen.acme]`: the certificate the renewal loop keeps, shared with later snapshots.
+    pub acme: Option<Arc<tls::acme::AcmeCell>>,
     pub client: UpstreamClient,
     /// Kept to rebuild connectors and to tell whether a reload may keep `client`.
     pub(super) upstream_roots: Vec<CertificateDer<'static>>,
