@@ -167,6 +167,24 @@ async fn tls_alpn_01_gets_a_certificate_that_a_client_trusting_only_the_ca_accep
         }
         assert!(!state.join("order.lock").exists(), "the lock is released");
     }
+    // check --live: the directory answers; the held certificate's issuer, names and expiry.
+    let run = check_live(p.config_path(), &[], &[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    assert_has(
+        "check --live",
+        &run.stdout,
+        &["listen.acme: OK", "reachable: an RFC 8555 directory"],
+    );
+    let held = run
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("certificate "))
+        .unwrap_or_else(|| panic!("no certificate line:\n{}", run.all()));
+    assert_has(
+        "the certificate line",
+        held,
+        &["issuer CN=Pebble Intermediate CA", DOMAIN, "expires 20"],
+    );
     p.stop().await;
 }
 
@@ -383,5 +401,72 @@ async fn an_unreachable_directory_is_a_clear_error_a_503_and_no_crash() {
     let acme = acme_table(&directory, &ca, &Challenge::TlsAlpn, "");
     let p = prepare(port, &acme).await.start().await;
     assert_refused_clearly(&p, port, &[&directory, "Connection refused"]).await;
+    let run = check_live(p.config_path(), &[], &[]).await;
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert_has(
+        "check --live",
+        &run.stdout,
+        &[
+            "listen.acme: FAILED",
+            &format!("directory   {directory} FAILED"),
+            "Connection refused",
+            "certificate none held",
+        ],
+    );
     p.stop().await;
+}
+
+#[tokio::test]
+async fn check_refuses_cert_and_key_together_with_listen_acme() {
+    let mut p = Builder::new().prepare().await;
+    p.edit_config(
+        "key = \"proxy.key\"\n",
+        "key = \"proxy.key\"\n\n[listen.acme]\ndomains = [\"scim.example.com\"]\ncontact = \"mailto:idm@example.com\"\nstate_dir = \"acme\"\n",
+    );
+    let path = p.config_path.to_str().unwrap().to_string();
+    let out = run_cli(&["check", "--config", &path], b"", &[], CHECK_LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_has(
+        "check",
+        &stderr,
+        &[
+            "listen.acme: cert/key and [listen.acme] are mutually exclusive",
+            "1 problem found",
+        ],
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn check_names_each_bad_acme_key() {
+    let mut p = Builder::new().prepare().await;
+    p.edit_config(
+        "addr = \"127.0.0.1:0\"\ncert = \"proxy.crt\"\nkey = \"proxy.key\"\n",
+        "addr = \"127.0.0.1:0\"\n\n[listen.acme]\ndomains = [\"*.example.com\", \"10.0.0.1\"]\ncontact = \"idm@example.com\"\ndirectory = \"http://ca.example/dir\"\nstate_dir = \"acme\"\nchallenge = \"http-01\"\nrenew_before = \"soon\"\neab_kid = \"kid\"\nca_file = \"missing.pem\"\n",
+    );
+    let path = p.config_path.to_str().unwrap().to_string();
+    let out = run_cli(&["check", "--config", &path], b"", &[], CHECK_LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for (key, words) in [
+        ("listen.acme.domains[0]", "dns-01"),
+        ("listen.acme.domains[1]", "IP address"),
+        ("listen.acme.contact", "mailto:"),
+        ("listen.acme.directory", "https://"),
+        (
+            "listen.acme.http_addr",
+            "required with challenge = \"http-01\"",
+        ),
+        ("listen.acme.renew_before", "not a duration"),
+        ("listen.acme.eab_hmac_key_file", "required with eab_kid"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("{key}: ")) && l.contains(words)),
+            "{key}: {words}:\n{stderr}"
+        );
+    }
+    p.shutdown().await;
 }
