@@ -19,7 +19,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// An order that takes longer than this is abandoned (and retried with backoff).
 const ORDER_DEADLINE: Duration = Duration::from_secs(600);
 /// How often a replica that found `state_dir` locked looks again for the certificate.
-const LOCKED_RETRY: Duration = Duration::from_secs(15);
+const LOCKED_RETRY: Duration = Duration::from_secs(2);
 const WARN_EVERY: Duration = Duration::from_secs(86_400);
 
 pub async fn renew(shared: Arc<Shared>, shutdown: CancellationToken) {

@@ -284,6 +284,11 @@ async fn a_due_renewal_swaps_the_certificate_while_a_keep_alive_connection_stays
         if leaf(&tls) != first {
             break leaf(&tls);
         }
+        // Requests keep the connection from idling out while the renewal is awaited.
+        assert_eq!(
+            list_users(&mut kept, port).await.unwrap().status,
+            StatusCode::OK
+        );
         assert!(
             Instant::now() < deadline,
             "no renewal within 60 s\n{}",
@@ -469,4 +474,76 @@ async fn check_names_each_bad_acme_key() {
         );
     }
     p.shutdown().await;
+}
+
+#[tokio::test]
+async fn replicas_sharing_state_dir_answer_each_others_challenges_and_load_each_others_certificates()
+ {
+    // Replica B listens where the CA validates; replica A elsewhere, so A's orders succeed only
+    // through the challenge answers B finds in the shared state_dir.
+    let (port_b, port_a) = (unused_port().await, unused_port().await);
+    let mut options = PebbleOptions::new(port_b, unused_port().await);
+    options.validity = Duration::from_secs(30);
+    let pebble = Pebble::start(options).await;
+    // B renews 15 s before expiry, A at a third of the lifetime (10 s): A orders first, B loads it.
+    let acme = acme_table(
+        &pebble.directory,
+        &pebble.https_ca,
+        &Challenge::TlsAlpn,
+        "renew_before = \"15s\"\n",
+    );
+    let b = prepare(port_b, &acme).await.start().await;
+    wait_issued(&b, &pebble).await;
+    let config = client_trusting(&pebble.root_pem().await);
+    let first = leaf(&connect(port_b, config.clone()).await.expect("B serves"));
+    let replica = b
+        .prepared
+        .toml
+        .replace(
+            &format!("127.0.0.1:{port_b}"),
+            &format!("127.0.0.1:{port_a}"),
+        )
+        .replace("renew_before = \"15s\"", "renew_before = \"1h\"")
+        .replace("traffic = \"traffic.log\"", "traffic = \"traffic-a.log\"");
+    let config_a = write_file(b.dir(), "replica-a.toml", &replica);
+    let snapshot = scim_proxy::state::read_config(&config_a)
+        .and_then(|c| scim_proxy::state::build(c, None))
+        .expect("replica A's config");
+    let a = scim_proxy::start(snapshot, Some(config_a))
+        .await
+        .expect("start A");
+    let admin_a = a.admin_addr.unwrap();
+    // A starts with the stored certificate, without an order of its own.
+    assert_eq!(readyz(admin_a).await.0, 200);
+    assert_eq!(leaf(&connect(port_a, config.clone()).await.unwrap()), first);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now_b = leaf(&connect(port_b, config.clone()).await.expect("B serves"));
+        if now_b != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never changed certificate\n{}",
+            pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (metrics_a, metrics_b) = (scrape(admin_a).await, scrape(admin(&b)).await);
+    let orders =
+        |m: &Exposition, outcome| m.value("scim_proxy_acme_orders_total", &[("outcome", outcome)]);
+    assert_eq!(
+        orders(&metrics_b, "issued"),
+        1.0,
+        "B loaded A's certificate instead of ordering"
+    );
+    assert!(orders(&metrics_a, "issued") >= 1.0);
+    assert_eq!(
+        orders(&metrics_a, "failed"),
+        0.0,
+        "A's validations reached B and B answered them"
+    );
+    assert_eq!(orders(&metrics_b, "failed"), 0.0);
+    a.stop().await;
+    b.stop().await;
 }

@@ -84,9 +84,6 @@ async fn directory(acme: &Acme) -> Result<String, String> {
             }
         );
     }
-    if json.get("renewalInfo").is_some() {
-        summary.push_str(", offers renewal information (ARI)");
-    }
     if eab && acme.eab.is_none() {
         return Err(summary);
     }

@@ -7,8 +7,12 @@ use rcgen::{CertificateParams, CustomExtension, KeyPair};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// The self-signed certificate a CA's `acme-tls/1` handshake for `domain` must see.
-pub fn tls_alpn_certificate(domain: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+/// The self-signed certificate a CA's `acme-tls/1` handshake for `domain` must see, and it with
+/// its key as PEM (for replicas).
+pub fn tls_alpn_certificate(
+    domain: &str,
+    digest: &[u8],
+) -> Result<(Arc<CertifiedKey>, String), String> {
     let why =
         |e: rcgen::Error| format!("cannot make the tls-alpn-01 certificate for {domain}: {e}");
     let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(why)?;
@@ -20,10 +24,9 @@ pub fn tls_alpn_certificate(domain: &str, digest: &[u8]) -> Result<Arc<Certified
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
         .map_err(|e| format!("cannot use the tls-alpn-01 key for {domain}: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(
-        vec![cert.der().clone()],
-        signing,
-    )))
+    let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+    let certified = CertifiedKey::new(vec![cert.der().clone()], signing);
+    Ok((Arc::new(certified), pem))
 }
 
 /// Where a CA fetches an http-01 answer.
@@ -46,7 +49,8 @@ mod tests {
     #[test]
     fn the_tls_alpn_certificate_names_the_domain_and_carries_the_digest() {
         let digest = [7u8; 32];
-        let key = tls_alpn_certificate("scim.example.com", &digest).unwrap();
+        let (key, pem) = tls_alpn_certificate("scim.example.com", &digest).unwrap();
+        assert!(pem.contains("BEGIN CERTIFICATE") && pem.contains("PRIVATE KEY"));
         let der = key.cert[0].as_ref();
         let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
         let names = crate::tls::cert_names(&key.cert[0]).unwrap();

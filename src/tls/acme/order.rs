@@ -141,10 +141,11 @@ async fn answer_challenges(order: &mut Order, acme: &Acme, cell: &AcmeCell) -> R
         };
         let key_authorization = challenge.key_authorization();
         match acme.challenge {
-            AcmeChallenge::TlsAlpn01 => cell.set_alpn_challenge(
-                &domain,
-                tls_alpn_certificate(&domain, key_authorization.digest().as_ref())?,
-            ),
+            AcmeChallenge::TlsAlpn01 => {
+                let (key, pem) =
+                    tls_alpn_certificate(&domain, key_authorization.digest().as_ref())?;
+                cell.set_alpn_challenge(&domain, key, &pem);
+            }
             AcmeChallenge::Http01(_) => {
                 cell.set_http_challenge(&challenge.token, key_authorization.as_str())
             }

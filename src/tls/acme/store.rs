@@ -151,21 +151,37 @@ fn private_file(path: &Path, create_new: bool) -> std::io::Result<std::fs::File>
 
 /// A served certificate from its PEM chain (leaf first) and key.
 pub fn held_from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Held, String> {
+    let key = certified_key_from_pem(chain_pem, key_pem)?;
+    key.keys_match()
+        .map_err(|e| format!("the certificate and key do not match ({e})"))?;
+    let leaf = key
+        .cert
+        .first()
+        .ok_or("no CERTIFICATE block found")?
+        .clone();
+    Ok(Held {
+        info: cert_info(&leaf)?,
+        names: cert_names(&leaf)?,
+        leaf: leaf.as_ref().to_vec(),
+        key: std::sync::Arc::new(key),
+    })
+}
+
+/// A rustls certificate and key from PEM (the chain leaf first). Not matched here: webpki refuses
+/// to parse a tls-alpn-01 certificate (its critical acmeIdentifier extension).
+pub fn certified_key_from_pem(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<rustls::sign::CertifiedKey, String> {
     let chain = CertificateDer::pem_slice_iter(chain_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("not a valid PEM certificate chain ({e})"))?;
-    let leaf = chain.first().ok_or("no CERTIFICATE block found")?.clone();
+    if chain.is_empty() {
+        return Err("no CERTIFICATE block found".to_string());
+    }
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| format!("no usable private key beside it ({e})"))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("the private key is not usable ({e})"))?;
-    let key = rustls::sign::CertifiedKey::new(chain, signing);
-    key.keys_match()
-        .map_err(|e| format!("the certificate and key do not match ({e})"))?;
-    Ok(Held {
-        key: std::sync::Arc::new(key),
-        info: cert_info(&leaf)?,
-        names: cert_names(&leaf)?,
-        leaf: leaf.as_ref().to_vec(),
-    })
+    Ok(rustls::sign::CertifiedKey::new(chain, signing))
 }

@@ -18,6 +18,7 @@ pub(super) fn load(
 ) -> ListenerTls {
     check_files(config, problems);
     let cell = previous.and_then(|p| p.acme.clone()).unwrap_or_default();
+    cell.share_challenges_in(&config.state_dir);
     if cell.current().is_none() {
         match Store::new(&config.state_dir).load_cert() {
             Ok(Some(held))
