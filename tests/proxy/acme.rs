@@ -547,3 +547,41 @@ async fn replicas_sharing_state_dir_answer_each_others_challenges_and_load_each_
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_that_adds_a_name_keeps_serving_and_orders_a_certificate_for_both() {
+    let port = unused_port().await;
+    let pebble = Pebble::start(PebbleOptions::new(port, unused_port().await)).await;
+    let acme = acme_table(&pebble.directory, &pebble.https_ca, &Challenge::TlsAlpn, "");
+    let mut p = prepare(port, &acme).await.start().await;
+    wait_issued(&p, &pebble).await;
+    let config = client_trusting(&pebble.root_pem().await);
+    let first = leaf(&connect(port, config.clone()).await.unwrap());
+    let second = "second.acme.test";
+    p.prepared.edit_config(
+        &format!("domains = [\"{DOMAIN}\"]"),
+        &format!("domains = [\"{DOMAIN}\", \"{second}\"]"),
+    );
+    p.running().reload().expect("reload");
+    // Meanwhile the first certificate still serves and /readyz stays 200.
+    assert_eq!(readyz(admin(&p)).await.0, 200);
+    let deadline = Instant::now() + ISSUE_LIMIT;
+    let names = loop {
+        let tls = connect(port, config.clone()).await.expect("still serving");
+        let names = scim_proxy::tls::cert_names(&leaf(&tls)).unwrap().dns;
+        if leaf(&tls) != first {
+            break names;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new certificate\n{}",
+            pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, vec![DOMAIN.to_string(), second.to_string()]);
+    assert_eq!(readyz(admin(&p)).await.0, 200);
+    p.stop().await;
+}
