@@ -326,13 +326,14 @@ async fn assert_refused_clearly(p: &TestProxy, port: u16, words: &[&str]) {
     };
     assert!(problem.contains("no valid certificate yet"), "{problem}");
     // No stand-in certificate: the handshake itself fails.
-    let any = handshake_fails(port).await;
-    assert!(any, "a handshake succeeded without a certificate");
+    let refusal = handshake_refusal(port).await;
+    assert!(refusal.contains("AccessDenied"), "{refusal}");
     let a = plain_get(admin(p), "/healthz").await.expect("healthz");
     assert_eq!(a.status, StatusCode::OK);
 }
 
-async fn handshake_fails(port: u16) -> bool {
+/// How a handshake that accepts any certificate fails (panics if one is presented).
+async fn handshake_refusal(port: u16) -> String {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(RecordingVerifier {
         seen: std::sync::Mutex::new(None),
@@ -345,7 +346,14 @@ async fn handshake_fails(port: u16) -> bool {
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     let result = connect(port, Arc::new(config)).await;
-    result.is_err() && verifier.seen.lock().unwrap().is_none()
+    assert!(
+        verifier.seen.lock().unwrap().is_none(),
+        "a certificate was presented"
+    );
+    match result {
+        Ok(_) => panic!("a handshake succeeded without a certificate"),
+        Err(e) => e.to_string(),
+    }
 }
 
 #[tokio::test]
