@@ -203,3 +203,71 @@ impl Validator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{AcmeChallenge, LETS_ENCRYPT_DIRECTORY, TokenSource, parse};
+
+    fn config(acme: &str) -> String {
+        format!(
+            "[listen]\naddr = \"127.0.0.1:8443\"\n\n[listen.acme]\n{acme}\n\n[[routes]]\nname = \"a\"\nupstream = \"https://a.goskope.com/api/v2/scim\"\ntoken_file = \"a.token\"\n\n[[routes.clients]]\nname = \"okta\"\ntoken_sha256 = \"{}\"\n",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        )
+    }
+
+    const REQUIRED: &str = "domains = [\"SCIM.Example.com.\"]\ncontact = \"mailto:idm@example.com\"\nstate_dir = \"acme\"";
+
+    #[test]
+    fn the_defaults_are_lets_encrypt_tls_alpn_01_and_30_days() {
+        let c = parse(&config(REQUIRED), Path::new("/etc/scim-proxy/p.toml")).unwrap();
+        let acme = c.listen.acme.unwrap();
+        assert_eq!(acme.domains, vec!["scim.example.com".to_string()]);
+        assert_eq!(acme.directory, LETS_ENCRYPT_DIRECTORY);
+        assert_eq!(acme.state_dir, Path::new("/etc/scim-proxy/acme"));
+        assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(acme.renew_before.as_secs(), 30 * 86_400);
+        assert!(acme.eab.is_none() && acme.ca_file.is_none());
+        // With ACME the listener is TLS: routes need no hosts or public_url.
+        assert!(c.listen.tls.is_none());
+    }
+
+    #[test]
+    fn http_01_eab_and_a_private_ca_are_read() {
+        let text = config(&format!(
+            "{REQUIRED}\nchallenge = \"http-01\"\nhttp_addr = \"0.0.0.0:80\"\neab_kid = \"k\"\neab_hmac_key_env = \"EAB\"\nca_file = \"ca.pem\"\nrenew_before = \"10d\"\ndirectory = \"https://ca.example/dir\""
+        ));
+        let acme = parse(&text, Path::new("/etc/s/p.toml"))
+            .unwrap()
+            .listen
+            .acme
+            .unwrap();
+        assert_eq!(
+            acme.challenge,
+            AcmeChallenge::Http01("0.0.0.0:80".parse().unwrap())
+        );
+        let eab = acme.eab.unwrap();
+        assert_eq!(
+            (eab.kid.as_str(), eab.hmac_key),
+            ("k", TokenSource::Env("EAB".into()))
+        );
+        assert_eq!(acme.ca_file.unwrap(), Path::new("/etc/s/ca.pem"));
+        assert_eq!(acme.renew_before.as_secs(), 10 * 86_400);
+        assert_eq!(acme.directory, "https://ca.example/dir");
+    }
+
+    #[test]
+    fn unknown_and_missing_keys_are_named() {
+        let text = config("domain = [\"a.example\"]");
+        let problems = parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        for want in [
+            "listen.acme.domain: unknown key; did you mean domains?",
+            "listen.acme.domains: required",
+            "listen.acme.contact: required",
+            "listen.acme.state_dir: required",
+        ] {
+            assert!(problems.contains(want), "{want}:\n{problems}");
+        }
+    }
+}
