@@ -593,3 +593,54 @@ async fn a_reload_that_adds_a_name_keeps_serving_and_orders_a_certificate_for_bo
     assert_eq!(readyz(admin(&p)).await.0, 200);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_renewal_while_the_ca_is_down_keeps_serving_until_expiry_then_readyz_says_why() {
+    let port = unused_port().await;
+    let mut options = PebbleOptions::new(port, unused_port().await);
+    options.validity = Duration::from_secs(30);
+    let mut pebble = Pebble::start(options).await;
+    let acme = acme_table(
+        &pebble.directory,
+        &pebble.https_ca,
+        &Challenge::TlsAlpn,
+        "renew_before = \"1h\"\n",
+    );
+    let p = prepare(port, &acme).await.start().await;
+    wait_issued(&p, &pebble).await;
+    let root = pebble.root_pem().await;
+    let first = assert_serves_trusted(port, &root).await;
+    let not_after = scim_proxy::tls::cert_info(&first).unwrap().not_after;
+    pebble.stop();
+    // Renewal falls due 10 s into the certificate's life and fails: the CA is gone.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while scrape(admin(&p))
+        .await
+        .get("scim_proxy_acme_orders_total", &[("outcome", "failed")])
+        != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "no failed renewal");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(readyz(admin(&p)).await.0, 200, "still valid: still ready");
+    assert_eq!(assert_serves_trusted(port, &root).await, first);
+    // Past its expiry: 503, naming the expiry and the failing renewal.
+    let wait = not_after
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_secs(2)).await;
+    let (status, body) = readyz(admin(&p)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_has(
+        "/readyz",
+        &body.to_string(),
+        &[
+            "expired at",
+            "renewal has not succeeded",
+            "Connection refused",
+        ],
+    );
+    let a = plain_get(admin(&p), "/healthz").await.expect("healthz");
+    assert_eq!(a.status, StatusCode::OK);
+    p.stop().await;
+}
