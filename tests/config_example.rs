@@ -53,6 +53,7 @@ fn every_accepted_key_is_documented_and_every_documented_key_exists() {
     // Tables and arrays of tables appear as headers, not `key = ` lines.
     let tables: BTreeSet<String> = [
         "listen", "admin", "limits", "egress", "reload", "log", "runtime", "routes", "clients",
+        "acme",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -99,12 +100,58 @@ fn each_commented_key_parses_when_uncommented() {
                 }
             }
         }
+        // A [listen.acme] key needs its table, its required keys, and no cert/key.
+        if in_acme_table(i) {
+            with_acme_table(&mut lines, key);
+        }
         let text = lines.join("\n");
         let path = dir.path().join("example.toml");
         std::fs::write(&path, &text).unwrap();
         match scim_proxy::config::parse(&text, &path) {
             Ok(_) => {}
             Err(p) => panic!("uncommenting line {} ({key}) gives: {p}", i + 1),
+        }
+    }
+}
+
+/// Whether line `i` of the example lies in the commented-out `[listen.acme]` table.
+fn in_acme_table(i: usize) -> bool {
+    let lines: Vec<&str> = EXAMPLE.lines().collect();
+    let Some(start) = lines.iter().position(|l| *l == "# [listen.acme]") else {
+        return false;
+    };
+    let end = lines[start..]
+        .iter()
+        .position(|l| l.starts_with('['))
+        .map_or(lines.len(), |n| start + n);
+    i > start && i < end
+}
+
+/// Uncomments the `[listen.acme]` header and the keys every such table needs, and drops cert/key.
+fn with_acme_table(lines: &mut Vec<&str>, key: &str) {
+    lines.retain(|l| !l.starts_with("cert = ") && !l.starts_with("key = "));
+    for l in lines.iter_mut() {
+        let Some(rest) = l.strip_prefix("# ") else {
+            continue;
+        };
+        let needed = rest == "[listen.acme]"
+            || ["domains = ", "contact = ", "state_dir = "]
+                .iter()
+                .any(|k| rest.starts_with(k))
+            || (key == "eab_hmac_key_file" || key == "eab_hmac_key_env")
+                && rest.starts_with("eab_kid = ")
+            || key == "eab_kid" && rest.starts_with("eab_hmac_key_file = ")
+            || key == "http_addr" && rest.starts_with("challenge = ")
+            || key == "challenge" && rest.starts_with("http_addr = ");
+        if needed {
+            *l = rest;
+        }
+    }
+    if key == "challenge" || key == "http_addr" {
+        for l in lines.iter_mut() {
+            if *l == "challenge = \"tls-alpn-01\"" {
+                *l = "challenge = \"http-01\"";
+            }
         }
     }
 }

@@ -61,6 +61,15 @@ command -v chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive ap
 chromium --version
 trap - EXIT
 
+step "ACME test CA for the acme suite (pebble and pebble-challtestsrv, Debian package pebble)"
+# tests/proxy/acme.rs starts its own pebble (RFC 8555 test CA) and pebble-challtestsrv (its DNS) on
+# loopback with generated configs and fails without them: it is never skipped. Installed once.
+trap 'echo "FAILED: cannot install pebble with apt-get (not root, or no package mirror?); the ACME tests in tests/proxy/acme.rs need it" >&2' EXIT
+{ command -v pebble && command -v pebble-challtestsrv; } ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble; }
+command -v pebble pebble-challtestsrv
+trap - EXIT
+
 step "tests (unit, property, integration over loopback sockets)"
 cargo test --all-targets --locked
 

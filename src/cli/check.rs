@@ -32,9 +32,18 @@ pub(super) fn run(path: &std::path::Path, live: Option<std::time::Duration>) -> 
                 None => true,
                 Some(timeout) => {
                     println!();
+                    let acme_ok = match &snapshot.config.listen.acme {
+                        Some(acme) => {
+                            let acme =
+                                rt.block_on(crate::cli::check_live::acme::check(acme, timeout));
+                            print!("{}", crate::cli::check_live::acme::render(&acme));
+                            acme.ok
+                        }
+                        None => true,
+                    };
                     let checks = rt.block_on(crate::cli::check_live::run(&snapshot, timeout));
                     print!("{}", crate::cli::check_live::render(&checks));
-                    checks.iter().all(|c| c.ok)
+                    acme_ok && checks.iter().all(|c| c.ok)
                 }
             };
             if live_ok && !expired {

@@ -12,10 +12,25 @@ pub(super) fn summary_lines(
     let mut lines = Vec::new();
     let scheme = if c.listen.tls.is_some() {
         "https (TLS 1.2/1.3)"
+    } else if c.listen.acme.is_some() {
+        "https (TLS 1.2/1.3, certificate from ACME)"
     } else {
         "plain http (behind a TLS load balancer)"
     };
     lines.push(format!("listen   {listen} {scheme}"));
+    if let Some(acme) = &c.listen.acme {
+        let challenge = match acme.challenge {
+            crate::config::AcmeChallenge::TlsAlpn01 => "tls-alpn-01 on listen".to_string(),
+            crate::config::AcmeChallenge::Http01(a) => format!("http-01 on http://{a}"),
+        };
+        lines.push(format!(
+            "acme     {} from {} ({challenge}; renewed {} before expiry; state in {})",
+            acme.domains.join(", "),
+            acme.directory,
+            humantime::format_duration(acme.renew_before),
+            acme.state_dir.display()
+        ));
+    }
     if !c.listen.allow_cidrs.is_empty() {
         let nets: Vec<String> = c.listen.allow_cidrs.iter().map(|n| n.to_string()).collect();
         lines.push(format!("allow    {}", nets.join(", ")));

@@ -17,8 +17,9 @@ mod tests;
 use std::path::Path;
 
 pub use model::{
-    Admin, Client, Config, Egress, ForwardProxy, Limits, Listen, Log, PiiMode, PublicUrl, Reload,
-    Route, TlsFiles, TokenSource, TrafficSink, UpstreamAuth, UpstreamBase,
+    Acme, AcmeChallenge, AcmeEab, Admin, Client, Config, Egress, ForwardProxy,
+    LETS_ENCRYPT_DIRECTORY, Limits, Listen, Log, PiiMode, PublicUrl, Reload, Route, TlsFiles,
+    TokenSource, TrafficSink, UpstreamAuth, UpstreamBase,
 };
 pub(crate) use problems::ProblemList;
 pub use problems::{Problem, Problems};

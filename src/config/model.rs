@@ -76,7 +76,44 @@ pub struct Listen {
     pub proxy_protocol: bool,
     /// Load balancers whose PROXY header and X-Forwarded-For are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// `[listen.acme]`: the serving certificate ordered and renewed from an ACME CA (never with `tls`).
+    pub acme: Option<Acme>,
 }
+
+/// `[listen.acme]`: where and for which names the proxy gets its own certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// Lower-case DNS names, each once, the first one the certificate's subject.
+    pub domains: Vec<String>,
+    /// `mailto:` address the CA writes to about the account.
+    pub contact: String,
+    pub directory: String,
+    /// Account key, certificate and key; created 0700, files 0600.
+    pub state_dir: PathBuf,
+    pub challenge: AcmeChallenge,
+    pub renew_before: Duration,
+    pub eab: Option<AcmeEab>,
+    /// Roots trusted for the ACME server's HTTPS instead of the public ones.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// Answered on the proxy listener itself (ALPN `acme-tls/1`).
+    TlsAlpn01,
+    /// Answered on a plain-HTTP listener of its own at this address.
+    Http01(SocketAddr),
+}
+
+/// External Account Binding: the key id and where its HMAC key (base64url) is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeEab {
+    pub kid: String,
+    pub hmac_key: TokenSource,
+}
+
+/// Let's Encrypt's production directory, the default `directory`.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 impl Listen {
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::raw::{
-    RawAdmin, RawClient, RawConfig, RawEgress, RawLimits, RawListen, RawLog, RawReload, RawRoute,
-    RawRuntime,
+    RawAcme, RawAdmin, RawClient, RawConfig, RawEgress, RawLimits, RawListen, RawLog, RawReload,
+    RawRoute, RawRuntime,
 };
 
 /// One thing wrong with a config, addressed as `file: key: reason`.
@@ -121,6 +121,7 @@ pub(super) fn suggest_key(path: &str) -> Option<&'static str> {
     let fields = match table.join(".").as_str() {
         "" => fields_of::<RawConfig>(),
         "listen" => fields_of::<RawListen>(),
+        "listen.acme" => fields_of::<RawAcme>(),
         "admin" => fields_of::<RawAdmin>(),
         "limits" => fields_of::<RawLimits>(),
         "egress" => fields_of::<RawEgress>(),

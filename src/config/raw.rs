@@ -46,6 +46,22 @@ raw_tables! {
         allow_cidrs: Option<Vec<String>>,
         proxy_protocol: Option<bool>,
         trusted_proxies: Option<Vec<String>>,
+        acme: Option<RawAcme>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    struct RawAcme {
+        domains: Option<Vec<String>>,
+        contact: Option<String>,
+        directory: Option<String>,
+        state_dir: Option<PathBuf>,
+        challenge: Option<String>,
+        http_addr: Option<String>,
+        renew_before: Option<String>,
+        eab_kid: Option<String>,
+        eab_hmac_key_file: Option<PathBuf>,
+        eab_hmac_key_env: Option<String>,
+        ca_file: Option<PathBuf>,
     }
 
     #[derive(Debug, Default, Deserialize)]

@@ -101,7 +101,26 @@ pub struct Metrics {
     pub log_records_dropped: Family<SinkLabels, Counter>,
     /// Renders bring the drop counters up to their sources one at a time (no double counting).
     log_drops_synced: Mutex<()>,
+    pub acme_orders: Family<OutcomeLabels, Counter>,
+    pub certificate_expiry_seconds: Family<CertLabels, Gauge<f64, AtomicU64>>,
+    /// The ACME certificate's subject name and expiry, turned into seconds left at each render.
+    acme_not_after: Mutex<Option<(String, SystemTime)>>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// issued, failed
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// The certificate's first name (`listen.acme.domains[0]`)
+    pub name: String,
+}
+
+/// Every `outcome` of `acme_orders`.
+pub const ACME_ORDER_OUTCOMES: [&str; 2] = ["issued", "failed"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -199,6 +218,23 @@ impl Metrics {
         for sink in ["traffic", "tracing"] {
             drop(log_records_dropped.get_or_create(&SinkLabels { sink: sink.into() }));
         }
+        let acme_orders = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "acme_orders",
+            "ACME certificate orders by outcome (issued, failed); only with [listen.acme]",
+            acme_orders.clone(),
+        );
+        for outcome in ACME_ORDER_OUTCOMES {
+            let _ = acme_orders.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            });
+        }
+        let certificate_expiry_seconds = Family::<CertLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "acme_certificate_expiry_seconds",
+            "Seconds until the certificate from the ACME CA expires (negative: expired); only while one is held",
+            certificate_expiry_seconds.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -213,6 +249,9 @@ impl Metrics {
             open_connections,
             log_records_dropped,
             log_drops_synced: Mutex::new(()),
+            acme_orders,
+            certificate_expiry_seconds,
+            acme_not_after: Mutex::new(None),
         }
     }
 
@@ -260,6 +299,22 @@ impl Metrics {
             .inc();
     }
 
+    pub fn acme_order(&self, issued: bool) {
+        self.acme_orders
+            .get_or_create(&OutcomeLabels {
+                outcome: if issued { "issued" } else { "failed" }.to_string(),
+            })
+            .inc();
+    }
+
+    /// The ACME certificate now served (its expiry), for `acme_certificate_expiry_seconds`.
+    pub fn acme_certificate(&self, name: &str, not_after: SystemTime) {
+        *self
+            .acme_not_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((name.to_string(), not_after));
+    }
+
     /// The Prometheus text exposition, with the token expiry gauges and drop counters brought up to date.
     /// `token_expiry`: per route with a `token_expires`, whether the date still applies to the token
     /// in use, and the date.
@@ -297,6 +352,21 @@ impl Metrics {
                 };
                 self.token_expiry_seconds.get_or_create(&labels).set(secs);
             }
+        }
+        let acme_not_after = self
+            .acme_not_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some((name, not_after)) = acme_not_after {
+            let secs = match not_after.duration_since(now) {
+                Ok(d) => d.as_secs_f64(),
+                Err(e) => -e.duration().as_secs_f64(),
+            };
+            self.certificate_expiry_seconds.clear();
+            self.certificate_expiry_seconds
+                .get_or_create(&CertLabels { name })
+                .set(secs);
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -56,6 +56,12 @@ pub(crate) async fn handle_connection(
             return;
         }
     };
+    // A CA's tls-alpn-01 validation only needs the handshake (RFC 8737 §3); no HTTP follows.
+    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::acme::ACME_TLS_ALPN) {
+        let mut tls = tls;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        return;
+    }
     let sni = tls.get_ref().1.server_name().map(str::to_owned);
     serve_http(tls, conn(true, sni), shared.clone(), limits, stops).await;
 }

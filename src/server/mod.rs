@@ -2,6 +2,7 @@
 //! `serving` runs HTTP under its timers) and the admin listener. `start` binds them and serves
 //! until `Running::shutdown`.
 
+pub mod acme_http;
 pub mod admin;
 mod connection;
 pub mod listener;
@@ -81,6 +82,10 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
         Some(addr) => Some(bind("admin.addr", addr).await?),
         None => None,
     };
+    let acme_http = match acme_http::addr(&snapshot.config) {
+        Some(addr) => Some(bind("listen.acme.http_addr", addr).await?),
+        None => None,
+    };
     let shared = Shared::new(snapshot, config_path)?;
     // Bound is accepting: the kernel queues connections from here on, so /readyz must not report
     // a start-up gap that depends on when the accept task is first polled.
@@ -117,6 +122,10 @@ pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> std::io:
         shared.clone(),
         shutdown.clone(),
     ));
+    tasks.spawn(crate::state::acme::renew(shared.clone(), shutdown.clone()));
+    if let Some(l) = acme_http {
+        tasks.spawn(acme_http::serve(l, shared.clone(), shutdown.clone()));
+    }
     Ok(Running {
         proxy_addr,
         admin_addr,

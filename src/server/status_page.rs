@@ -30,7 +30,7 @@ pub fn status_doc(shared: &Shared, now: SystemTime) -> StatusDoc {
         warnings,
         pii: pii_name(snapshot.config.log.pii),
         traffic_log: traffic_log(&snapshot.config),
-        certificate: snapshot.cert_info.as_ref().map(|c| CertStatus {
+        certificate: snapshot.serving_cert_info().map(|c| CertStatus {
             subject: c.subject.clone(),
             not_after: humantime::format_rfc3339_seconds(c.not_after).to_string(),
             seconds_left: seconds_until(c.not_after, now),

@@ -3,6 +3,7 @@
 //! current snapshot for the listeners, the admin endpoints and the reloader; a reload builds a new
 //! one and swaps it in whole.
 
+pub mod acme;
 mod load;
 pub mod readiness;
 pub mod reload;

@@ -21,7 +21,30 @@ pub fn readiness_problems(snapshot: &Snapshot, accepting: bool, now: SystemTime)
             humantime::format_rfc3339_seconds(cert.not_after)
         ));
     }
+    if let Some(problem) = acme_problem(snapshot, now) {
+        problems.push(problem);
+    }
     problems
+}
+
+/// With `[listen.acme]`: why no valid certificate is served (IdP handshakes fail meanwhile).
+fn acme_problem(snapshot: &Snapshot, now: SystemTime) -> Option<String> {
+    let cell = snapshot.acme.as_ref()?;
+    let acme = snapshot.config.listen.acme.as_ref()?;
+    let why = cell
+        .last_error()
+        .unwrap_or_else(|| "the order is in progress".to_string());
+    match cell.current() {
+        Some(held) if held.is_valid(now) => None,
+        Some(held) => Some(format!(
+            "the certificate from the ACME CA expired at {} and renewal has not succeeded: {why}",
+            humantime::format_rfc3339_seconds(held.info.not_after)
+        )),
+        None => Some(format!(
+            "no valid certificate yet from the ACME CA ({}): {why}",
+            acme.directory
+        )),
+    }
 }
 
 /// What an admin should act on although the proxy serves: an expired, soon-expiring or

@@ -82,7 +82,12 @@ impl Shared {
         warn_restart_needed(&current.config, &config);
         let next = build(config, Some(&current))?;
         log_rotated_without_a_date(&current, &next);
+        let acme = next.acme.clone();
         self.state.store(Arc::new(next));
+        // The renewal loop looks again: the names or the CA may have changed.
+        if let Some(cell) = acme {
+            cell.wake.notify_one();
+        }
         Ok(())
     }
 }
@@ -113,6 +118,15 @@ fn warn_restart_needed(current: &Config, next: &Config) {
             old = %current.listen.addr,
             new = %next.listen.addr,
             "listen.addr changed: a restart is needed to move the listener; still listening on the old address"
+        );
+    }
+    let http_addr = |c: &Config| match c.listen.acme.as_ref().map(|a| a.challenge) {
+        Some(crate::config::AcmeChallenge::Http01(addr)) => Some(addr),
+        _ => None,
+    };
+    if http_addr(next) != http_addr(current) {
+        tracing::warn!(
+            "listen.acme.http_addr or challenge changed: a restart is needed to move the http-01 listener"
         );
     }
     if next.admin.as_ref().map(|a| a.addr) != current.admin.as_ref().map(|a| a.addr) {

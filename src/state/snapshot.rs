@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub cert_info: Option<tls::CertInfo>,
     /// The names the serving certificate covers; a Host outside them (and the routes' names) is 421.
     pub cert_names: Option<tls::CertNames>,
+    /// With `[listen.acme]`: the certificate the renewal loop keeps, shared with later snapshots.
+    pub acme: Option<Arc<tls::acme::AcmeCell>>,
     pub client: UpstreamClient,
     /// Kept to rebuild connectors and to tell whether a reload may keep `client`.
     pub(super) upstream_roots: Vec<CertificateDer<'static>>,
@@ -46,6 +48,14 @@ pub struct RouteRuntime {
 }
 
 impl Snapshot {
+    /// The certificate IdPs are shown now: the ACME-held one, or the one from `cert`/`key`.
+    pub fn serving_cert_info(&self) -> Option<tls::CertInfo> {
+        match &self.acme {
+            Some(cell) => cell.current().map(|held| held.info.clone()),
+            None => self.cert_info.clone(),
+        }
+    }
+
     /// A fresh connector with this snapshot's egress and TLS settings (for `check --live`).
     pub fn connector(&self) -> Result<upstream::Connector, String> {
         let tls = tls::upstream_client_config(

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
+use rustls::server::ResolvesServerCert;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::ALPN;
@@ -31,13 +32,33 @@ pub fn server_config_from(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let mut config = rustls::ServerConfig::builder_with_provider(server_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+    let config = builder()?
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not make a usable pair ({e})"))?;
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(finish(config, &[]))
+}
+
+/// The same TLS settings, the certificate chosen per handshake by `resolver`, and `extra_alpn`
+/// offered after h2 and http/1.1 (ACME's `acme-tls/1`, which only a CA's validation asks for).
+pub fn server_config_with_resolver(
+    resolver: Arc<dyn ResolvesServerCert>,
+    extra_alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    Ok(finish(builder()?.with_cert_resolver(resolver), extra_alpn))
+}
+
+fn builder()
+-> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>, String> {
+    Ok(
+        rustls::ServerConfig::builder_with_provider(server_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth(),
+    )
+}
+
+fn finish(mut config: rustls::ServerConfig, extra_alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    config.alpn_protocols = ALPN.iter().chain(extra_alpn).map(|p| p.to_vec()).collect();
     config.ignore_client_order = true;
     // Stateless, rotating tickets (as nginx uses): resumption survives many IdP connections
     // without a bounded server-side cache; one ticket per handshake is enough for an IdP.
@@ -45,5 +66,5 @@ pub fn server_config_from(
         config.ticketer = ticketer;
     }
     config.send_tls13_tickets = 1;
-    Ok(Arc::new(config))
+    Arc::new(config)
 }

@@ -14,6 +14,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod acme;
 mod auth;
 mod check_live;
 mod cli;

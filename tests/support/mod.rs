@@ -10,6 +10,7 @@ mod builder;
 mod cli;
 mod idp;
 mod metrics;
+mod pebble;
 mod ports;
 mod proxy;
 mod raw_http;
@@ -23,6 +24,6 @@ mod traffic;
 // Each binary uses its own part of the harness.
 #[allow(unused_imports)]
 pub use {
-    admin::*, browser::*, builder::*, cli::*, idp::*, metrics::*, ports::*, proxy::*, raw_http::*,
-    raw_server::*, scim::*, time::*, tinyproxy::*, tls::*, traffic::*,
+    admin::*, browser::*, builder::*, cli::*, idp::*, metrics::*, pebble::*, ports::*, proxy::*,
+    raw_http::*, raw_server::*, scim::*, time::*, tinyproxy::*, tls::*, traffic::*,
 };

@@ -1,6 +1,7 @@
 //! `check --live`: for each route, the real egress path end to end (resolve, connect, TLS, an
 //! authenticated `GET <upstream>/Users?count=1`), and what a failure most likely means.
 
+pub mod acme;
 mod answer;
 mod meaning;
 mod probe;

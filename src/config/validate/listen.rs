@@ -21,6 +21,7 @@ impl Validator {
                 allow_cidrs: Vec::new(),
                 proxy_protocol: false,
                 trusted_proxies: Vec::new(),
+                acme: None,
             };
         };
         let addr = match raw.addr {
@@ -40,12 +41,20 @@ impl Validator {
                 "required when proxy_protocol = true: the load balancers allowed to send PROXY headers",
             );
         }
+        let acme = raw.acme.and_then(|a| self.acme(a, base_dir));
+        if acme.is_some() && tls.is_some() {
+            self.problem(
+                "listen.acme",
+                "cert/key and [listen.acme] are mutually exclusive: remove cert and key to let the proxy get its certificate from the ACME CA, or remove [listen.acme] to serve your own",
+            );
+        }
         Listen {
             addr,
             tls,
             allow_cidrs,
             proxy_protocol,
             trusted_proxies,
+            acme,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Raw tables -> validated model. One file per table; each part checks its own keys, adds every
 //! problem it finds to the list and goes on with a stand-in value, so one run reports them all.
 
+mod acme;
 mod client;
 mod egress;
 mod limits;
@@ -45,7 +46,7 @@ impl Validator {
         let plain_listener = raw
             .listen
             .as_ref()
-            .is_none_or(|l| l.cert.is_none() && l.key.is_none());
+            .is_none_or(|l| l.cert.is_none() && l.key.is_none() && l.acme.is_none());
         let listen = self.listen(raw.listen, base_dir);
         let admin = raw.admin.and_then(|a| self.admin(a.addr, a.token_sha256));
         let limits = self.limits(raw.limits.unwrap_or_default());

@@ -1,4 +1,7 @@
-//! The listener's certificate and key: read, checked for expiry, and made into the TLS acceptor.
+//! The listener's certificate and key: read, checked for expiry, and made into the TLS acceptor;
+//! or, with `[listen.acme]`, the certificate the ACME side holds (`acme`).
+
+mod acme;
 
 use std::time::SystemTime;
 
@@ -14,9 +17,17 @@ pub(super) struct ListenerTls {
     pub(super) acceptor: Option<TlsAcceptor>,
     pub(super) cert_info: Option<tls::CertInfo>,
     pub(super) cert_names: Option<tls::CertNames>,
+    pub(super) acme: Option<std::sync::Arc<tls::acme::AcmeCell>>,
 }
 
-pub(super) fn load(listen: &Listen, problems: &mut ProblemList) -> ListenerTls {
+pub(super) fn load(
+    listen: &Listen,
+    previous: Option<&crate::state::Snapshot>,
+    problems: &mut ProblemList,
+) -> ListenerTls {
+    if let Some(config) = &listen.acme {
+        return acme::load(config, previous, problems);
+    }
     let Some(files) = &listen.tls else {
         return ListenerTls::default();
     };
@@ -34,6 +45,7 @@ pub(super) fn load(listen: &Listen, problems: &mut ProblemList) -> ListenerTls {
         acceptor: acceptor(files, certs, key, problems),
         cert_info,
         cert_names,
+        acme: None,
     }
 }
 

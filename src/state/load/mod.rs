@@ -28,7 +28,7 @@ pub fn read_config(path: &Path) -> Result<Config, Problems> {
 pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Problems> {
     let mut problems = ProblemList::new(&config.source);
     // The order of the parts is the order their problems are reported in.
-    let listener = listener::load(&config.listen, &mut problems);
+    let listener = listener::load(&config.listen, previous, &mut problems);
     let upstream_roots = egress::roots(&config.egress, &mut problems);
     egress::check_addresses(&config.egress, &mut problems);
     let routes = routes::load(&config, previous, &mut problems);
@@ -48,6 +48,7 @@ pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Pr
         tls: listener.acceptor,
         cert_info: listener.cert_info,
         cert_names: listener.cert_names,
+        acme: listener.acme,
         client,
         upstream_roots,
         proxy_auth,
