@@ -17,8 +17,8 @@ mod tests;
 use std::path::Path;
 
 pub use model::{
-    Admin, Client, Config, Egress, ForwardProxy, Limits, Listen, Log, PiiMode, PublicUrl, Reload,
-    Route, TlsFiles, TokenSource, TrafficSink, UpstreamAuth, UpstreamBase,
+    Admin, Client, Config, Egress, ForwardProxy, Limits, Listen, Log, Pacing, PiiMode, PublicUrl,
+    Reload, Route, TlsFiles, TokenSource, TrafficSink, UpstreamAuth, UpstreamBase,
 };
 pub(crate) use problems::ProblemList;
 pub use problems::{Problem, Problems};

@@ -12,9 +12,11 @@ mod authenticate;
 mod client_address;
 mod counted;
 mod exchange;
+mod pacing;
 mod record;
 mod request_id;
 mod rescue;
+mod resend;
 mod respond;
 mod routing;
 mod send;
@@ -167,17 +169,48 @@ async fn forward(
     // The body: counted, limited, JSON rewritten to the upstream's URLs and read for the log.
     let up = upstream_body(&mut parts, body, &dest, limits, &exchange.bytes_in).await?;
     (exchange.reading, exchange.request_json) = (Some(up.reading), up.json);
+    // Kept to go again with a rotated token after a 401: only what can be replayed exactly.
+    let resend = resend::Resend::of(&parts, up.whole.as_ref());
+    // The tenant's rate, shared by every IdP of the route: the request's send slot, or 429 with
+    // Retry-After when it is beyond max_queue_wait; last before the send, so the wait is all pacing.
+    let metrics = &shared.metrics.pacing;
+    exchange.waited = pacing::pace(route, runtime, metrics).await?;
     // The upstream call: 504 after upstream_timeout, one retry, and whose fault a failure is.
-    let cx = SendContext::new(
-        limits,
-        &shared.retry_budget,
-        &up.failure,
-        &exchange.request_id,
-    );
-    let sent = send::send(upstream, Request::from_parts(parts, up.body), replay, cx).await;
+    let cx = || {
+        SendContext::new(
+            limits,
+            &shared.retry_budget,
+            &up.failure,
+            &exchange.request_id,
+        )
+    };
+    let sent = send::send(upstream, Request::from_parts(parts, up.body), replay, cx()).await;
     (exchange.upstream_time, exchange.retried) = (Some(sent.upstream_time), sent.retried);
-    let res = sent.result?;
+    let mut res = sent.result?;
+    // The upstream's rate signals hold the route; its answer goes to the IdP unchanged.
+    pacing::listen(route, runtime, metrics, res.status(), res.headers());
+    // A 401 may be a token rotated with immediate invalidation: its source is read now, and a
+    // request held whole goes once more with the new token (never after the reset retry).
+    let rotated = resend::reread_after_401(shared, route, runtime, res.status());
+    let mut resent = false;
+    if let (Some(rotated), Some(again), false) = (&rotated, resend, exchange.retried)
+        && let Ok(waited) = pacing::pace(route, rotated, metrics).await
+    {
+        resend::count_resend(shared, route);
+        let sent = send::send(upstream, again.into_request(route, rotated), None, cx()).await;
+        exchange.waited = exchange.waited.zip(waited).map(|(a, b)| a + b);
+        exchange.upstream_time = exchange.upstream_time.map(|t| t + sent.upstream_time);
+        (exchange.resent, resent) = (Some(resend::TOKEN_ROTATED), true);
+        res = sent.result?;
+        pacing::listen(route, rotated, metrics, res.status(), res.headers());
+    }
     exchange.upstream_status = Some(res.status().as_u16());
+    // An answer to the new token is read with its mask, here and in the log.
+    let rotated_dest = rotated.as_deref().filter(|_| resent).map(|rt| {
+        exchange.rotated_redaction = Some(rt.token_redaction.clone());
+        dest.with_runtime(rt)
+    });
+    let dest = rotated_dest.as_ref().unwrap_or(&dest);
     // The answer under the client's names and without the token; its JSON kept for the log.
     let keep_copy = shared.traffic.is_some();
     let (res, copy) = respond::respond(res, &exchange.method, &dest, keep_copy).await?;

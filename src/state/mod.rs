@@ -4,12 +4,14 @@
 //! one and swaps it in whole.
 
 mod load;
+pub mod pacer;
 pub mod readiness;
 pub mod reload;
 mod retry_budget;
 mod shared;
 mod snapshot;
 pub mod token_expiry;
+pub mod token_reread;
 mod tokens;
 pub mod v2_token;
 pub mod watch;

@@ -1,12 +1,13 @@
 //! Each route's runtime state: its v2 token read and checked, its upstream base, and what it keeps
-//! from the same-named route of the previous snapshot (in-flight counters, token-expiry state).
+//! from the same-named route of the previous snapshot (in-flight counters, token-expiry state, the pacer while its keys are unchanged).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::egress;
 use crate::body::rewrite::Needles;
 use crate::config::{Config, ProblemList, Route};
 use crate::scim::base::Base;
+use crate::state::pacer::Pacer;
 use crate::state::snapshot::{RouteRuntime, Snapshot};
 use crate::state::token_expiry::TokenExpiry;
 use crate::state::tokens::load_secret;
@@ -66,6 +67,12 @@ impl RouteRuntime {
                         .unwrap_or_default()
                 })
                 .collect(),
+            pacer: route.pacing.map(|pacing| {
+                before
+                    .filter(|(r, _)| r.pacing == Some(pacing))
+                    .and_then(|(_, runtime)| runtime.pacer.clone())
+                    .unwrap_or_else(|| Arc::new(Mutex::new(Pacer::new(&pacing))))
+            }),
             token,
         }
     }
