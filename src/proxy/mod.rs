@@ -213,7 +213,7 @@ async fn forward(
     let dest = rotated_dest.as_ref().unwrap_or(&dest);
     // The answer under the client's names and without the token; its JSON kept for the log.
     let keep_copy = shared.traffic.is_some();
-    let (res, copy) = respond::respond(res, &exchange.method, &dest, keep_copy).await?;
+    let (res, copy) = respond::respond(res, &exchange.method, dest, keep_copy).await?;
     exchange.response_json = copy;
     // The IdP's slot is freed with the exchange, when the response body is done.
     exchange.client_slot = Some(client_slot);

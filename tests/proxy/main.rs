@@ -22,6 +22,7 @@ mod egress;
 mod framing;
 mod limits;
 mod metrics;
+mod pacing;
 mod readiness;
 mod reload;
 mod report;

@@ -12,7 +12,12 @@ impl State {
     pub(super) fn authenticated(&self, headers: &HeaderMap) -> bool {
         let from_file = lock(&self.token_file).as_ref().map(|f| {
             // An unreadable file accepts nothing, as a revoked token would.
-            vec![std::fs::read_to_string(f).unwrap_or_default().trim().to_string()]
+            vec![
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            ]
         });
         let tokens = match from_file {
             Some(t) => t,
