@@ -31,9 +31,11 @@ impl Reread {
     }
 }
 
-/// Serialises the reloads 401s trigger: a burst of 401s after a rotation reloads once.
+/// Serialises the reloads 401s trigger, and remembers the last one's route and token, so that a
+/// burst of 401s after a rotation reloads once, and a config that cannot reload is tried once per
+/// new token, not once per request.
 #[derive(Default)]
-pub struct TokenReloads(Mutex<()>);
+pub struct TokenReloads(Mutex<Option<(String, String)>>);
 
 /// Reads `route`'s token source now and compares it with the token `runtime` sent.
 pub fn reread_token(shared: &Shared, route: &Route, runtime: &RouteRuntime) -> Reread {
@@ -52,18 +54,21 @@ pub fn reread_token(shared: &Shared, route: &Route, runtime: &RouteRuntime) -> R
     Reread::Changed(Box::new(runtime.with_token(token)))
 }
 
-/// Reloads once per rotation: after the lock, a snapshot already holding `token` is left alone.
+/// Reloads once per rotation: a snapshot already holding `token`, or a reload already tried for
+/// it, is left alone.
 fn reload_unless_current(shared: &Shared, route: &Route, token: &V2Token) {
-    let _one_at_a_time = shared
+    let mut last = shared
         .token_reloads
         .0
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
+    let this = (route.name.clone(), token.fingerprint());
     let current = shared.state.load();
     let loaded = current
         .route_named(&route.name)
         .is_some_and(|(_, r)| r.token.expose_for_redaction() == token.expose_for_redaction());
-    if !loaded {
+    if !loaded && last.as_ref() != Some(&this) {
+        *last = Some(this);
         reload_and_log(shared, "upstream 401 with a rotated token");
     }
 }

@@ -77,3 +77,42 @@ impl RouteRuntime {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::state::{Snapshot, build};
+
+    /// One route `acme` with `pacing` lines, loaded from `dir` (which holds its token).
+    fn load(dir: &std::path::Path, pacing: &str, previous: Option<&Snapshot>) -> Snapshot {
+        std::fs::write(dir.join("acme.token"), "v2-token\n").unwrap();
+        let toml = format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\n[log]\ntraffic = \"off\"\n\n[[routes]]\nname = \"acme\"\n\
+             upstream = \"https://acme.goskope.com/api/v2/scim\"\ntoken_file = \"acme.token\"\n\
+             hosts = [\"scim.example\"]\n{pacing}\n[[routes.clients]]\nname = \"okta\"\n\
+             token_sha256 = \"{}\"\n",
+            "0".repeat(64)
+        );
+        let config = crate::config::parse(&toml, &dir.join("scim-proxy.toml")).unwrap();
+        build(config, previous).unwrap()
+    }
+
+    #[test]
+    fn the_pacer_survives_a_reload_that_keeps_its_keys_and_is_rebuilt_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let paced = "max_requests_per_second = 5";
+        let first = load(dir.path(), paced, None);
+        let pacer = |s: &Snapshot| s.routes[0].pacer.clone();
+        let same = load(dir.path(), paced, Some(&first));
+        assert!(std::sync::Arc::ptr_eq(
+            &pacer(&first).unwrap(),
+            &pacer(&same).unwrap()
+        ));
+        let faster = load(dir.path(), "max_requests_per_second = 6", Some(&same));
+        assert!(!std::sync::Arc::ptr_eq(
+            &pacer(&same).unwrap(),
+            &pacer(&faster).unwrap()
+        ));
+        let off = load(dir.path(), "", Some(&faster));
+        assert!(pacer(&off).is_none());
+    }
+}
