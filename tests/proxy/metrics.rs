@@ -248,6 +248,8 @@ async fn metrics_exposes_exactly_these_families() {
             pair("scim_proxy_connections_refused", "counter"),
             pair("scim_proxy_open_connections", "gauge"),
             pair("scim_proxy_log_records_dropped", "counter"),
+            pair("scim_proxy_token_rereads", "counter"),
+            pair("scim_proxy_token_resends", "counter"),
         ],
         "\n{}",
         idle.text
@@ -281,6 +283,8 @@ async fn metrics_exposes_exactly_these_families() {
             pair("scim_proxy_connections_refused", "counter"),
             pair("scim_proxy_open_connections", "gauge"),
             pair("scim_proxy_log_records_dropped", "counter"),
+            pair("scim_proxy_token_rereads", "counter"),
+            pair("scim_proxy_token_resends", "counter"),
         ],
         "\n{}",
         m.text
@@ -318,6 +322,8 @@ async fn metrics_exposes_exactly_these_families() {
         ("scim_proxy_connections_refused_total", &["reason"]),
         ("scim_proxy_open_connections", &[]),
         ("scim_proxy_log_records_dropped_total", &["sink"]),
+        ("scim_proxy_token_rereads_total", &["route", "outcome"]),
+        ("scim_proxy_token_resends_total", &["route"]),
     ]
     .into_iter()
     .map(|(n, l)| (n, l.iter().copied().collect()))
