@@ -226,6 +226,7 @@ mod tests {
     use crate::error::ErrorKind;
     use crate::proxy::send::InMemory;
     use crate::proxy::testing::{OKTA, V2_TOKEN, conn, fixture, scim_get};
+    use http::Method;
     use std::sync::Mutex;
 
     type Seen = Arc<Mutex<Vec<http::request::Parts>>>;
@@ -312,5 +313,80 @@ mod tests {
                 .contains_key(http::header::WWW_AUTHENTICATE)
         );
         assert_eq!(exchange.error, Some(ErrorKind::Unauthorized));
+    }
+
+    /// Answers 401 to any token but `accepted`; the first `resets` calls break before an answer.
+    /// Every call's Authorization is kept.
+    fn token_checking(
+        accepted: &'static str,
+        resets: usize,
+        calls: Arc<Mutex<Vec<String>>>,
+    ) -> impl Upstream {
+        InMemory(tower::service_fn(move |req: Request<ProxyBody>| {
+            let auth = req.headers()[http::header::AUTHORIZATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let n = {
+                let mut calls = calls.lock().unwrap();
+                calls.push(auth.clone());
+                calls.len()
+            };
+            async move {
+                if n <= resets {
+                    let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+                    return Err::<Response<ProxyBody>, BoxError>(Box::new(reset));
+                }
+                let status = if auth == format!("Bearer {accepted}") {
+                    200
+                } else {
+                    401
+                };
+                Ok(Response::builder()
+                    .status(status)
+                    .body(crate::body::empty())?)
+            }
+        }))
+    }
+
+    /// A GET through `forward` after the route's token file was rewritten to `NEW` (the snapshot
+    /// still holds the old token).
+    async fn after_rotation(upstream: &dyn Upstream) -> (u16, Exchange) {
+        let f = fixture("", "", "");
+        std::fs::write(f.dir.path().join("acme.token"), format!("{NEW}\n")).unwrap();
+        let shared = Shared::new(f.snapshot, None).unwrap();
+        let snapshot = shared.state.load_full();
+        let conn = conn("192.0.2.1:40000", false, None);
+        let req = scim_get("/SCIM/v2/Users/7")
+            .body(crate::body::empty())
+            .unwrap();
+        let mut exchange = Exchange::new("rid".into(), Method::GET, "/".into(), conn.peer.ip());
+        let res = forward((&shared, &snapshot, &conn), upstream, req, &mut exchange).await;
+        (res.unwrap().status().as_u16(), exchange)
+    }
+
+    const NEW: &str = "v2-token-rotated-0001";
+
+    #[tokio::test]
+    async fn a_401_after_a_rotation_is_sent_once_more_with_the_new_token() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (status, exchange) = after_rotation(&token_checking(NEW, 0, calls.clone())).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [format!("Bearer {V2_TOKEN}"), format!("Bearer {NEW}")]
+        );
+        assert_eq!(exchange.resent, Some(resend::TOKEN_ROTATED));
+        assert!(exchange.rotated_redaction.is_some() && !exchange.retried);
+    }
+
+    #[tokio::test]
+    async fn the_token_resend_and_the_reset_retry_never_compound() {
+        // A reset, the retry meets the 401: the request has gone twice, so the 401 stands.
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (status, exchange) = after_rotation(&token_checking(NEW, 1, calls.clone())).await;
+        assert_eq!(status, 401);
+        assert_eq!(calls.lock().unwrap().len(), 2);
+        assert!(exchange.retried && exchange.resent.is_none());
     }
 }
