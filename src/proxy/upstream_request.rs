@@ -111,10 +111,7 @@ pub(crate) async fn upstream_body(
     let urls = dest.request_urls();
     let filtered = filter::request_body(&mut parts.headers, counted.boxed_unsync(), urls).await?;
     let (body, json) = (filtered.body, filtered.json);
-    let whole = match filtered.sent_whole {
-        Some(bytes) => Some(bytes),
-        None => bodiless.then(Bytes::new),
-    };
+    let whole = filtered.sent_whole.or_else(|| bodiless.then(Bytes::new));
     let reading = scim_reading(
         &parts.method,
         &dest.rest,
