@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use scim_proxy::lab::client::Answer;
+use scim_proxy::lab::client::{Answer, ScimClient};
+use scim_proxy::lab::devcerts;
 use scim_proxy::lab::upstream::{Override, RateLimit};
 
 use crate::support::*;
@@ -43,12 +44,12 @@ struct Planned {
     rid: String,
 }
 
-/// Runs the plan concurrently; the answers (and when each came) in plan order.
-async fn burst(p: &TestProxy, plan: Vec<Planned>) -> Vec<(Answer, Instant)> {
+/// Runs the plan concurrently through `client`; the answers (and when each came) in plan order.
+async fn burst(p: &TestProxy, client: &ScimClient, plan: Vec<Planned>) -> Vec<(Answer, Instant)> {
     let mut tasks = tokio::task::JoinSet::new();
     let n = plan.len();
     for (i, step) in plan.into_iter().enumerate() {
-        let client = p.client.clone();
+        let client = client.clone();
         let uri = format!("{}/SCIM/v2/Users?count=1&startIndex={}", p.base, step.index);
         tasks.spawn(async move {
             tokio::time::sleep(step.delay).await;
@@ -97,7 +98,7 @@ async fn a_burst_from_two_idps_at_twice_the_rate_is_smoothed_in_arrival_order() 
             rid: format!("smooth-{i}"),
         })
         .collect();
-    let answers = burst(p, plan).await;
+    let answers = burst(p, &p.client, plan).await;
     assert!(
         answers.iter().all(|(a, _)| a.status == StatusCode::OK),
         "none lost or refused: {:?}",
@@ -138,6 +139,17 @@ async fn a_burst_beyond_max_queue_wait_is_refused_and_never_reaches_the_upstream
         .admin()
         .start()
         .await;
+    // One HTTP/2 connection, warmed up: the burst arrives at once, not spread by handshakes.
+    let mut tls = devcerts::client_config(p.ca_pem(), &[]).unwrap();
+    std::sync::Arc::make_mut(&mut tls).enable_sni = false;
+    let h2 = ScimClient::new(&p.base, tls, true);
+    let warm = h2
+        .send(Method::GET, "/SCIM/v2/Users", Some(OKTA), None)
+        .await
+        .unwrap();
+    assert_eq!(warm.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.upstream(0).clear_requests();
     let plan = (0..15)
         .map(|i| Planned {
             delay: Duration::ZERO,
@@ -146,7 +158,11 @@ async fn a_burst_beyond_max_queue_wait_is_refused_and_never_reaches_the_upstream
             rid: format!("bound-{i}"),
         })
         .collect();
-    let answers: Vec<Answer> = burst(&p, plan).await.into_iter().map(|(a, _)| a).collect();
+    let answers: Vec<Answer> = burst(&p, &h2, plan)
+        .await
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
     let ok = answers
         .iter()
         .filter(|a| a.status == StatusCode::OK)
