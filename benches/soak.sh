@@ -34,6 +34,10 @@
 #   SOAK_PROXY_PORT=18643 SOAK_UP_PORT=18644 SOAK_ADMIN_PORT=18645
 #   SOAK_OUT=target/soak/<time>   where the tables (TSV) and the logs are kept
 #   SKIP_BUILD=1                  use the existing target/release/scim-proxy
+#   SOAK_UPSTREAM_RATE=N          the test upstream rate-limits the tenant to N requests/s (429 with
+#                                 Retry-After and ratelimit-* headers), and re-reads its token file
+#                                 per request (a rotation invalidates the old token at once)
+#   SOAK_ROUTE_RATE=N             the route paces itself at N requests/s (max_requests_per_second)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -58,6 +62,16 @@ PROXY_PORT="${SOAK_PROXY_PORT:-18643}"
 UP_PORT="${SOAK_UP_PORT:-18644}"
 ADMIN_PORT="${SOAK_ADMIN_PORT:-18645}"
 OUT="${SOAK_OUT:-$ROOT/target/soak/$(date +%Y%m%d-%H%M%S)}"
+SOAK_UPSTREAM_RATE="${SOAK_UPSTREAM_RATE:-}"
+SOAK_ROUTE_RATE="${SOAK_ROUTE_RATE:-}"
+UPSTREAM_FLAGS=()
+if [[ -n "$SOAK_UPSTREAM_RATE" ]]; then
+    UPSTREAM_FLAGS=(--rate-limit "$SOAK_UPSTREAM_RATE" --reread-token)
+fi
+ROUTE_PACING=""
+if [[ -n "$SOAK_ROUTE_RATE" ]]; then
+    ROUTE_PACING="max_requests_per_second = $SOAK_ROUTE_RATE"
+fi
 
 case "$MODE" in
     all | steady | idle | body) ;;
@@ -170,6 +184,7 @@ keep_files = 2
 name = "soak"
 upstream = "https://127.0.0.1:$UP_PORT/api/v2/scim"
 token_file = "v2.token"
+$ROUTE_PACING
 
 [[routes.clients]]
 name = "okta"
@@ -187,7 +202,7 @@ UP_PID=""
 start_servers() {
     write_config "$1"
     "$BIN" test-upstream --listen "127.0.0.1:$UP_PORT" --cert "$WORK/server.crt" --key "$WORK/server.key" \
-        --token-file "$WORK/v2.token" --quiet >"$OUT/upstream-$2.log" 2>&1 &
+        --token-file "$WORK/v2.token" --quiet "${UPSTREAM_FLAGS[@]}" >"$OUT/upstream-$2.log" 2>&1 &
     UP_PID=$!
     PIDS+=("$UP_PID")
     "$BIN" serve --config "$WORK/scim-proxy.toml" >"$OUT/proxy-$2.stdout" 2>"$OUT/proxy-$2.log" &

@@ -37,6 +37,8 @@ pub struct ProxyError {
     pub kind: ErrorKind,
     pub detail: String,
     source: Option<BoxError>,
+    /// Seconds for `Retry-After` on a 429 (None: 1).
+    retry_after: Option<u64>,
 }
 
 impl ProxyError {
@@ -45,7 +47,14 @@ impl ProxyError {
             kind,
             detail: detail.into(),
             source: None,
+            retry_after: None,
         }
+    }
+
+    /// A 429 that tells the client how many seconds to wait.
+    pub fn with_retry_after(mut self, secs: u64) -> ProxyError {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// Keeps `cause` as the error this one came from.

@@ -104,6 +104,14 @@ fn each_commented_key_parses_when_uncommented() {
         if in_acme_table(i) {
             with_acme_table(&mut lines, key);
         }
+        // Pacing's burst and max_queue_wait need its rate.
+        if key == "burst" || key == "max_queue_wait" {
+            for l in lines.iter_mut() {
+                if let Some(rest) = l.strip_prefix("# max_requests_per_second = ") {
+                    *l = l.strip_prefix("# ").unwrap_or(rest);
+                }
+            }
+        }
         let text = lines.join("\n");
         let path = dir.path().join("example.toml");
         std::fs::write(&path, &text).unwrap();

@@ -52,7 +52,7 @@ pub mod rewrite {
 pub mod filter {
     pub use super::decode::DECODED_LIMIT;
     pub use super::framing::{WHOLE_BODY_LIMIT, is_json};
-    pub use super::request::request_body;
+    pub use super::request::{RequestBody, request_body};
     pub use super::response::{redact, response_body};
     pub use super::tee::{TEE_LIMIT, TeeCopy, UpstreamCopy};
 }

@@ -18,9 +18,14 @@ pub async fn request_body(
     headers: &mut HeaderMap,
     body: ProxyBody,
     urls: Option<(&Base, &Base)>,
-) -> Result<(ProxyBody, Option<Bytes>), ProxyError> {
+) -> Result<RequestBody, ProxyError> {
+    let streamed = |body| RequestBody {
+        body,
+        json: None,
+        sent_whole: None,
+    };
     if !is_json(headers) || is_encoded(headers) {
-        return Ok((body, None));
+        return Ok(streamed(body));
     }
     match (declared_length(headers), urls) {
         (Some(n), _) if n <= WHOLE_BODY_LIMIT => {
@@ -36,17 +41,29 @@ pub async fn request_body(
                 None => bytes.clone(),
             };
             set_length(headers, out.len());
-            Ok((full(out), Some(bytes)))
+            Ok(RequestBody {
+                body: full(out.clone()),
+                json: Some(bytes),
+                sent_whole: Some(out),
+            })
         }
         (_, Some((client, upstream))) => {
             headers.remove(header::CONTENT_LENGTH);
-            Ok((
+            Ok(streamed(
                 RewriteBody::new(body, client, upstream).boxed_unsync(),
-                None,
             ))
         }
-        (_, None) => Ok((body, None)),
+        (_, None) => Ok(streamed(body)),
     }
+}
+
+/// The body going up, and what the proxy holds of it.
+pub struct RequestBody {
+    pub body: ProxyBody,
+    /// The body as the client sent it, when it was small JSON read whole.
+    pub json: Option<Bytes>,
+    /// The bytes going up, when the proxy holds them whole (then they can be sent again exactly).
+    pub sent_whole: Option<Bytes>,
 }
 
 #[cfg(test)]
@@ -65,7 +82,7 @@ mod tests {
         )
         .await
         .unwrap()
-        .0
+        .body
         .collect()
         .await
         .unwrap()

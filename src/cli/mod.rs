@@ -97,6 +97,14 @@ enum Command {
         /// Do not log each request on stdout.
         #[arg(long)]
         quiet: bool,
+        /// A tenant-wide rate limit of N requests per second (fixed one-second window): above it
+        /// 429 with Retry-After, and ratelimit-limit/-remaining/-reset on every answer.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        rate_limit: Option<u32>,
+        /// Read --token-file on every request: rewriting it rotates the token and invalidates the
+        /// old one at once (as AWS Secrets Manager's managed rotation does).
+        #[arg(long)]
+        reread_token: bool,
     },
     /// Write a throwaway CA and a server certificate for local testing (never for production).
     DevCerts {
@@ -138,12 +146,16 @@ pub fn main() -> ExitCode {
             token_file,
             base_path,
             quiet,
+            rate_limit,
+            reread_token,
         } => test_upstream::run(test_upstream::Options {
             listen,
             tls: cert.zip(key),
             token_file,
             base_path,
             log_requests: !quiet,
+            rate_limit,
+            reread_token,
         }),
         Command::Report {
             files,

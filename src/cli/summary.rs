@@ -84,8 +84,16 @@ fn route_line(r: &Route) -> String {
         None => "/SCIM/v2".to_string(),
     };
     let clients: Vec<&str> = r.clients.iter().map(|c| c.name.as_str()).collect();
+    let pacing = r.pacing.map_or(String::new(), |p| {
+        format!(
+            "; paced: {:.2} requests/s, burst {}, max_queue_wait {}",
+            1.0 / p.interval.as_secs_f64(),
+            p.burst,
+            humantime::format_duration(p.max_queue_wait)
+        )
+    });
     format!(
-        "route    {}: {} {} -> {} (token from {}, sent as {}; IdPs: {})",
+        "route    {}: {} {} -> {} (token from {}, sent as {}; IdPs: {}{pacing})",
         r.name,
         hosts,
         prefixes,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::runtime::with_runtime;
-use crate::lab::upstream::{Upstream, UpstreamOptions};
+use crate::lab::upstream::{RateLimit, Upstream, UpstreamOptions};
 
 /// What `test-upstream` was asked for on the command line.
 pub(super) struct Options {
@@ -17,6 +17,10 @@ pub(super) struct Options {
     pub(super) base_path: String,
     /// Print each request on stdout.
     pub(super) log_requests: bool,
+    /// `--rate-limit`: requests per second.
+    pub(super) rate_limit: Option<u32>,
+    /// `--reread-token`: the token file read on every request.
+    pub(super) reread_token: bool,
 }
 
 /// Serves until SIGTERM or Ctrl-C.
@@ -31,6 +35,8 @@ async fn serve(options: Options) -> ExitCode {
         token_file,
         base_path,
         log_requests,
+        rate_limit,
+        reread_token,
     } = options;
     let token = match read_token(&token_file) {
         Ok(t) => t,
@@ -55,6 +61,13 @@ async fn serve(options: Options) -> ExitCode {
         }
     };
     upstream.log_requests(log_requests);
+    upstream.set_rate_limit(rate_limit.map(|limit| RateLimit {
+        limit,
+        window: std::time::Duration::from_secs(1),
+    }));
+    if reread_token {
+        upstream.set_token_file(Some(token_file.clone()));
+    }
     println!(
         "test upstream serving {scheme}://{}{base_path} (Ctrl-C or SIGTERM to stop)",
         upstream.addr()

@@ -18,8 +18,8 @@ use std::path::Path;
 
 pub use model::{
     Acme, AcmeChallenge, AcmeEab, Admin, Client, Config, Egress, ForwardProxy,
-    LETS_ENCRYPT_DIRECTORY, Limits, Listen, Log, PiiMode, PublicUrl, Reload, Route, TlsFiles,
-    TokenSource, TrafficSink, UpstreamAuth, UpstreamBase,
+    LETS_ENCRYPT_DIRECTORY, Limits, Listen, Log, Pacing, PiiMode, PublicUrl, Reload, Route,
+    TlsFiles, TokenSource, TrafficSink, UpstreamAuth, UpstreamBase,
 };
 pub(crate) use problems::ProblemList;
 pub use problems::{Problem, Problems};

@@ -240,6 +240,18 @@ pub struct Route {
     /// Rewrite URLs inside JSON bodies too (headers are always rewritten).
     pub rewrite_body_urls: bool,
     pub clients: Vec<Client>,
+    /// `max_requests_per_second`, `burst`, `max_queue_wait`; None: not paced.
+    pub pacing: Option<Pacing>,
+}
+
+/// A route's pace towards its tenant: one request per `interval`, `burst` at once after a quiet
+/// spell, and a request waits at most `max_queue_wait` for its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// 1 / `max_requests_per_second`.
+    pub interval: Duration,
+    pub burst: u32,
+    pub max_queue_wait: Duration,
 }
 
 /// The route's upstream SCIM base, e.g. `https://acme.goskope.com/api/v2/scim`.

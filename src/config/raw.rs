@@ -133,6 +133,9 @@ raw_tables! {
         token_expires: Option<String>,
         token_warn_days: Option<u64>,
         rewrite_body_urls: Option<bool>,
+        max_requests_per_second: Option<f64>,
+        burst: Option<u64>,
+        max_queue_wait: Option<String>,
         #[serde(default)]
         clients: Vec<RawClient>,
     }

@@ -320,3 +320,54 @@ fn host_normalisation() {
     assert_eq!(normalize_host("a.example:443"), None);
     assert_eq!(normalize_host("https://a"), None);
 }
+
+#[test]
+fn pacing_keys_default_from_the_rate_and_are_checked() {
+    let paced = |lines: &str| {
+        minimal().replace(
+            "token_file = \"acme.token\"\n",
+            &format!("token_file = \"acme.token\"\n{lines}\n"),
+        )
+    };
+    let c = parse(&minimal(), Path::new("/etc/scim-proxy/p.toml")).unwrap();
+    assert_eq!(c.routes[0].pacing, None);
+    let c = parse(
+        &paced("max_requests_per_second = 2.5"),
+        Path::new("/etc/scim-proxy/p.toml"),
+    )
+    .unwrap();
+    let pacing = c.routes[0].pacing.unwrap();
+    assert_eq!(pacing.interval, std::time::Duration::from_millis(400));
+    // One second's worth by default, and a few seconds of queue.
+    assert_eq!(pacing.burst, 3);
+    assert_eq!(pacing.max_queue_wait, std::time::Duration::from_secs(5));
+    let c = parse(
+        &paced("max_requests_per_second = 10\nburst = 1\nmax_queue_wait = \"2s\""),
+        Path::new("/etc/scim-proxy/p.toml"),
+    )
+    .unwrap();
+    let pacing = c.routes[0].pacing.unwrap();
+    assert_eq!(
+        (pacing.burst, pacing.max_queue_wait),
+        (1, std::time::Duration::from_secs(2))
+    );
+
+    let p = problems(&paced("burst = 5"));
+    assert_eq!(
+        p,
+        [
+            "/etc/scim-proxy/p.toml: routes[0].burst: only used with routes[0].max_requests_per_second, which is not set"
+        ]
+    );
+    let p = problems(&paced("max_requests_per_second = 0"));
+    assert!(
+        p[0].contains("routes[0].max_requests_per_second: 0 is out of range"),
+        "{p:?}"
+    );
+    let p = problems(&paced(
+        "max_requests_per_second = 5\nmax_queue_wait = \"soon\"",
+    ));
+    assert!(p[0].contains("routes[0].max_queue_wait"), "{p:?}");
+    let p = problems(&paced("max_requests_per_second = 5\nburst = 0"));
+    assert!(p[0].contains("routes[0].burst: 0 is out of range"), "{p:?}");
+}

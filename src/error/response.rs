@@ -21,6 +21,13 @@ impl ProxyError {
         if let Some((name, value)) = extra_header(self.kind) {
             res.headers_mut().insert(name, value);
         }
+        if let Some(secs) = self
+            .retry_after
+            .filter(|_| self.kind == ErrorKind::TooManyRequests)
+        {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         res
     }
 }

@@ -67,6 +67,26 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    pub route: String,
+    /// retry_after (a 429 with Retry-After), remaining_zero (ratelimit-remaining: 0 with a reset)
+    pub signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub route: String,
+    /// changed, unchanged, failed
+    pub outcome: String,
+}
+
+/// Every `signal` of `upstream_rate_signals`.
+pub const RATE_SIGNALS: [&str; 2] = ["retry_after", "remaining_zero"];
+
+/// Every `outcome` of `token_rereads`.
+pub const REREAD_OUTCOMES: [&str; 3] = ["changed", "unchanged", "failed"];
+
 /// Every `kind` of `upstream_failures`, exported at 0 per route from the start.
 pub const UPSTREAM_FAILURE_KINDS: [&str; 6] =
     ["connect", "tls", "timeout", "protocol", "5xx", "auth"];
@@ -99,6 +119,7 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabels, Counter>,
     pub open_connections: Gauge,
     pub log_records_dropped: Family<SinkLabels, Counter>,
+    pub pacing: PacingMetrics,
     /// Renders bring the drop counters up to their sources one at a time (no double counting).
     log_drops_synced: Mutex<()>,
     pub acme_orders: Family<OutcomeLabels, Counter>,
@@ -235,6 +256,7 @@ impl Metrics {
             "Seconds until the certificate from the ACME CA expires (negative: expired); only while one is held",
             certificate_expiry_seconds.clone(),
         );
+        let pacing = PacingMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -248,6 +270,7 @@ impl Metrics {
             connections_refused,
             open_connections,
             log_records_dropped,
+            pacing,
             log_drops_synced: Mutex::new(()),
             acme_orders,
             certificate_expiry_seconds,
@@ -271,6 +294,8 @@ impl Metrics {
                     kind: kind.to_string(),
                 });
             }
+            self.pacing
+                .declare_route(&route.name, route.pacing.is_some());
         }
     }
 
@@ -373,5 +398,102 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Pacing and the upstream's rate signals, and the token re-reads an upstream 401 triggers.
+pub struct PacingMetrics {
+    pub waiting: Family<RouteLabels, Gauge>,
+    pub wait: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub refusals: Family<RouteLabels, Counter>,
+    pub rate_signals: Family<SignalLabels, Counter>,
+    pub token_rereads: Family<OutcomeLabels, Counter>,
+    pub token_resends: Family<RouteLabels, Counter>,
+}
+
+impl PacingMetrics {
+    fn register(registry: &mut Registry) -> PacingMetrics {
+        let m = PacingMetrics {
+            waiting: Family::default(),
+            wait: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            refusals: Family::default(),
+            rate_signals: Family::default(),
+            token_rereads: Family::default(),
+            token_resends: Family::default(),
+        };
+        registry.register(
+            "paced_requests_waiting",
+            "Requests waiting now for their send slot on a paced route",
+            m.waiting.clone(),
+        );
+        registry.register(
+            "paced_wait_seconds",
+            "Time a request on a paced route waited for its send slot",
+            m.wait.clone(),
+        );
+        registry.register(
+            "paced_refusals",
+            "Requests answered 429 by the proxy because their slot was beyond max_queue_wait (not forwarded)",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "upstream_rate_signals",
+            "Upstream answers that held a paced route: retry_after (429 with Retry-After), remaining_zero (ratelimit-remaining: 0)",
+            m.rate_signals.clone(),
+        );
+        registry.register(
+            "token_rereads",
+            "Token sources read at once after an upstream 401, by outcome: changed, unchanged, failed",
+            m.token_rereads.clone(),
+        );
+        registry.register(
+            "token_resends",
+            "Requests sent once more with a rotated token after an upstream 401",
+            m.token_resends.clone(),
+        );
+        m
+    }
+
+    /// The route's series at 0; the pacing ones only for a paced route.
+    fn declare_route(&self, route: &str, paced: bool) {
+        let labels = RouteLabels {
+            route: route.to_string(),
+        };
+        if paced {
+            let _ = self.waiting.get_or_create(&labels);
+            let _ = self.wait.get_or_create(&labels);
+            let _ = self.refusals.get_or_create(&labels);
+            for signal in RATE_SIGNALS {
+                let _ = self.rate_signals.get_or_create(&SignalLabels {
+                    route: route.to_string(),
+                    signal: signal.to_string(),
+                });
+            }
+        }
+        let _ = self.token_resends.get_or_create(&labels);
+        for outcome in REREAD_OUTCOMES {
+            let _ = self.token_rereads.get_or_create(&OutcomeLabels {
+                route: route.to_string(),
+                outcome: outcome.to_string(),
+            });
+        }
+    }
+
+    pub fn rate_signal(&self, route: &str, signal: &str) {
+        self.rate_signals
+            .get_or_create(&SignalLabels {
+                route: route.to_string(),
+                signal: signal.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn token_reread(&self, route: &str, outcome: &str) {
+        self.token_rereads
+            .get_or_create(&OutcomeLabels {
+                route: route.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 }

@@ -39,6 +39,12 @@ pub struct TrafficRecord {
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<u64>,
+    /// Time waited for a send slot on a paced route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
+    /// Why the request was sent upstream a second time (`token-rotated`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resent: Option<&'static str>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// `AuthOutcome::as_str`: a `&'static str` cannot carry anything the client sent.
@@ -94,6 +100,8 @@ impl TrafficRecord {
             upstream_status: None,
             duration_ms: 0,
             upstream_ms: None,
+            waited_ms: None,
+            resent: None,
             bytes_in: 0,
             bytes_out: 0,
             auth: None,

@@ -31,6 +31,12 @@ pub struct Exchange {
     pub upstream_time: Option<Duration>,
     pub error: Option<ErrorKind>,
     pub retried: bool,
+    /// Time waited for a send slot on a paced route (None: not paced, or refused before).
+    pub waited: Option<Duration>,
+    /// Why the request was sent a second time (`resend::TOKEN_ROTATED`).
+    pub resent: Option<&'static str>,
+    /// The rotated token's mask, when the answer came with a token newer than the snapshot's.
+    pub rotated_redaction: Option<Arc<crate::body::rewrite::Needles>>,
     pub reading: Option<ScimReading>,
     pub request_json: Option<Bytes>,
     pub response_json: Option<crate::body::filter::UpstreamCopy>,
@@ -63,6 +69,9 @@ impl Exchange {
             upstream_time: None,
             error: None,
             retried: false,
+            waited: None,
+            resent: None,
+            rotated_redaction: None,
             reading: None,
             request_json: None,
             response_json: None,

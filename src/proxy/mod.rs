@@ -12,9 +12,11 @@ mod authenticate;
 mod client_address;
 mod counted;
 mod exchange;
+mod pacing;
 mod record;
 mod request_id;
 mod rescue;
+mod resend;
 mod respond;
 mod routing;
 mod send;
@@ -167,21 +169,52 @@ async fn forward(
     // The body: counted, limited, JSON rewritten to the upstream's URLs and read for the log.
     let up = upstream_body(&mut parts, body, &dest, limits, &exchange.bytes_in).await?;
     (exchange.reading, exchange.request_json) = (Some(up.reading), up.json);
+    // Kept to go again with a rotated token after a 401: only what can be replayed exactly.
+    let resend = resend::Resend::of(&parts, up.whole.as_ref());
+    // The tenant's rate, shared by every IdP of the route: the request's send slot, or 429 with
+    // Retry-After when it is beyond max_queue_wait; last before the send, so the wait is all pacing.
+    let metrics = &shared.metrics.pacing;
+    exchange.waited = pacing::pace(route, runtime, metrics).await?;
     // The upstream call: 504 after upstream_timeout, one retry, and whose fault a failure is.
-    let cx = SendContext::new(
-        limits,
-        &shared.retry_budget,
-        &up.failure,
-        &exchange.request_id,
-    );
-    let sent = send::send(upstream, Request::from_parts(parts, up.body), replay, cx).await;
+    let cx = || {
+        SendContext::new(
+            limits,
+            &shared.retry_budget,
+            &up.failure,
+            &exchange.request_id,
+        )
+    };
+    let sent = send::send(upstream, Request::from_parts(parts, up.body), replay, cx()).await;
     (exchange.upstream_time, exchange.retried) = (Some(sent.upstream_time), sent.retried);
-    let res = sent.result?;
+    let mut res = sent.result?;
+    // The upstream's rate signals hold the route; its answer goes to the IdP unchanged.
+    pacing::listen(route, runtime, metrics, res.status(), res.headers());
+    // A 401 may be a token rotated with immediate invalidation: its source is read now, and a
+    // request held whole goes once more with the new token (never after the reset retry).
+    let rotated = resend::reread_after_401(shared, route, runtime, res.status());
+    let mut resent = false;
+    if let (Some(rotated), Some(again), false) = (&rotated, resend, exchange.retried)
+        && let Ok(waited) = pacing::pace(route, rotated, metrics).await
+    {
+        resend::count_resend(shared, route);
+        let sent = send::send(upstream, again.into_request(route, rotated), None, cx()).await;
+        exchange.waited = exchange.waited.zip(waited).map(|(a, b)| a + b);
+        exchange.upstream_time = exchange.upstream_time.map(|t| t + sent.upstream_time);
+        (exchange.resent, resent) = (Some(resend::TOKEN_ROTATED), true);
+        res = sent.result?;
+        pacing::listen(route, rotated, metrics, res.status(), res.headers());
+    }
     exchange.upstream_status = Some(res.status().as_u16());
+    // An answer to the new token is read with its mask, here and in the log.
+    let rotated_dest = rotated.as_deref().filter(|_| resent).map(|rt| {
+        exchange.rotated_redaction = Some(rt.token_redaction.clone());
+        dest.with_runtime(rt)
+    });
+    let dest = rotated_dest.as_ref().unwrap_or(&dest);
     // The answer under the client's names and without the token; its JSON kept for the log.
     // An upstream error is kept for the status page too (its scimType and detail).
     let keep_copy = shared.traffic.is_some() || res.status().as_u16() >= 400;
-    let (res, copy) = respond::respond(res, &exchange.method, &dest, keep_copy).await?;
+    let (res, copy) = respond::respond(res, &exchange.method, dest, keep_copy).await?;
     exchange.response_json = copy;
     // The IdP's slot is freed with the exchange, when the response body is done.
     exchange.client_slot = Some(client_slot);
@@ -194,6 +227,7 @@ mod tests {
     use crate::error::ErrorKind;
     use crate::proxy::send::InMemory;
     use crate::proxy::testing::{OKTA, V2_TOKEN, conn, fixture, scim_get};
+    use http::Method;
     use std::sync::Mutex;
 
     type Seen = Arc<Mutex<Vec<http::request::Parts>>>;
@@ -280,5 +314,80 @@ mod tests {
                 .contains_key(http::header::WWW_AUTHENTICATE)
         );
         assert_eq!(exchange.error, Some(ErrorKind::Unauthorized));
+    }
+
+    /// Answers 401 to any token but `accepted`; the first `resets` calls break before an answer.
+    /// Every call's Authorization is kept.
+    fn token_checking(
+        accepted: &'static str,
+        resets: usize,
+        calls: Arc<Mutex<Vec<String>>>,
+    ) -> impl Upstream {
+        InMemory(tower::service_fn(move |req: Request<ProxyBody>| {
+            let auth = req.headers()[http::header::AUTHORIZATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let n = {
+                let mut calls = calls.lock().unwrap();
+                calls.push(auth.clone());
+                calls.len()
+            };
+            async move {
+                if n <= resets {
+                    let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+                    return Err::<Response<ProxyBody>, BoxError>(Box::new(reset));
+                }
+                let status = if auth == format!("Bearer {accepted}") {
+                    200
+                } else {
+                    401
+                };
+                Ok(Response::builder()
+                    .status(status)
+                    .body(crate::body::empty())?)
+            }
+        }))
+    }
+
+    /// A GET through `forward` after the route's token file was rewritten to `NEW` (the snapshot
+    /// still holds the old token).
+    async fn after_rotation(upstream: &dyn Upstream) -> (u16, Exchange) {
+        let f = fixture("", "", "");
+        std::fs::write(f.dir.path().join("acme.token"), format!("{NEW}\n")).unwrap();
+        let shared = Shared::new(f.snapshot, None).unwrap();
+        let snapshot = shared.state.load_full();
+        let conn = conn("192.0.2.1:40000", false, None);
+        let req = scim_get("/SCIM/v2/Users/7")
+            .body(crate::body::empty())
+            .unwrap();
+        let mut exchange = Exchange::new("rid".into(), Method::GET, "/".into(), conn.peer.ip());
+        let res = forward((&shared, &snapshot, &conn), upstream, req, &mut exchange).await;
+        (res.unwrap().status().as_u16(), exchange)
+    }
+
+    const NEW: &str = "v2-token-rotated-0001";
+
+    #[tokio::test]
+    async fn a_401_after_a_rotation_is_sent_once_more_with_the_new_token() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (status, exchange) = after_rotation(&token_checking(NEW, 0, calls.clone())).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [format!("Bearer {V2_TOKEN}"), format!("Bearer {NEW}")]
+        );
+        assert_eq!(exchange.resent, Some(resend::TOKEN_ROTATED));
+        assert!(exchange.rotated_redaction.is_some() && !exchange.retried);
+    }
+
+    #[tokio::test]
+    async fn the_token_resend_and_the_reset_retry_never_compound() {
+        // A reset, the retry meets the 401: the request has gone twice, so the 401 stands.
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (status, exchange) = after_rotation(&token_checking(NEW, 1, calls.clone())).await;
+        assert_eq!(status, 401);
+        assert_eq!(calls.lock().unwrap().len(), 2);
+        assert!(exchange.retried && exchange.resent.is_none());
     }
 }

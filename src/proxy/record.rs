@@ -31,10 +31,13 @@ pub(crate) fn response_value(
         .route_index
         .and_then(|i| snapshot.routes.get(i))
         .map(|r| &r.token_redaction);
-    let masked = match token {
+    let mut masked = match token {
         Some(t) => crate::body::filter::redact(&bytes, t),
         None => bytes.clone(),
     };
+    if let Some(rotated) = &exchange.rotated_redaction {
+        masked = crate::body::filter::redact(&masked, rotated);
+    }
     serde_json::from_slice::<serde_json::Value>(&masked).ok()
 }
 
@@ -198,6 +201,9 @@ pub(crate) fn traffic_record(
     if let Some(route) = exchange.route_index.and_then(|i| snapshot.routes.get(i)) {
         record.add_secret(route.token_redaction.secret());
     }
+    if let Some(rotated) = &exchange.rotated_redaction {
+        record.add_secret(rotated.secret());
+    }
     record.add_token_hashes(
         snapshot
             .config
@@ -212,6 +218,8 @@ pub(crate) fn traffic_record(
     record.upstream_status = exchange.upstream_status;
     record.duration_ms = millis(exchange.started.elapsed());
     record.upstream_ms = exchange.upstream_time.map(millis);
+    record.waited_ms = exchange.waited.map(millis);
+    record.resent = exchange.resent;
     record.bytes_in = exchange.bytes_in.load(Ordering::Relaxed);
     record.bytes_out = outcome.bytes_out;
     record.auth = exchange.auth;

@@ -182,6 +182,7 @@ mod tests {
                 name: "okta".into(),
                 token_sha256: vec![[0; 32]],
             }],
+            pacing: None,
         }
     }
 

@@ -81,6 +81,20 @@ impl<'s> Destination<'s> {
         }
     }
 
+    /// The same destination under another runtime of the same route (a rotated token's).
+    pub(crate) fn with_runtime<'r>(&self, runtime: &'r RouteRuntime) -> Destination<'r>
+    where
+        's: 'r,
+    {
+        Destination {
+            route: self.route,
+            runtime,
+            upstream_path: self.upstream_path.clone(),
+            rest: self.rest.clone(),
+            client_base: self.client_base.clone(),
+        }
+    }
+
     /// (client, upstream) bases for rewriting a request body, when the route rewrites bodies.
     pub(crate) fn request_urls(&self) -> Option<(&Base, &Base)> {
         let client = self

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use crate::body::{ProxyBody, filter};
@@ -65,20 +66,23 @@ pub(crate) fn upstream_head(
             ProxyError::new(ErrorKind::BadRequest, "request target cannot be forwarded")
         })?;
     headers::upstream_request_headers(&mut parts.headers);
-    match route.upstream_auth {
-        UpstreamAuth::Bearer => parts
-            .headers
-            .insert(header::AUTHORIZATION, runtime.token.header_value()),
-        UpstreamAuth::NetskopeApiToken => parts
-            .headers
-            .insert(NETSKOPE_API_TOKEN.clone(), runtime.token.header_value()),
-    };
+    set_token(&mut parts.headers, route, runtime);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         parts.headers.insert(X_REQUEST_ID.clone(), v);
     }
     parts.uri = upstream_uri;
     parts.version = Version::HTTP_11;
     Ok(())
+}
+
+/// The route's v2 token in the header its `upstream_auth` names.
+pub(crate) fn set_token(headers: &mut http::HeaderMap, route: &Route, runtime: &RouteRuntime) {
+    match route.upstream_auth {
+        UpstreamAuth::Bearer => headers.insert(header::AUTHORIZATION, runtime.token.header_value()),
+        UpstreamAuth::NetskopeApiToken => {
+            headers.insert(NETSKOPE_API_TOKEN.clone(), runtime.token.header_value())
+        }
+    };
 }
 
 /// The body as it goes up, the JSON read from it (when small enough to read whole) and what the
@@ -88,6 +92,9 @@ pub(crate) struct UpstreamBody {
     pub json: Option<Bytes>,
     pub reading: ScimReading,
     pub failure: Arc<InboundFailure>,
+    /// The bytes going up when the proxy holds them whole (empty: bodiless): a request that can be
+    /// sent again exactly. None: streamed.
+    pub whole: Option<Bytes>,
 }
 
 /// Wraps the inbound body (`Counted`) and passes it through the request body filter, which
@@ -99,10 +106,12 @@ pub(crate) async fn upstream_body(
     limits: &Limits,
     bytes_in: &Arc<AtomicU64>,
 ) -> Result<UpstreamBody, ProxyError> {
+    let bodiless = body.is_end_stream();
     let (counted, failure) = Counted::new(body, limits, bytes_in.clone());
     let urls = dest.request_urls();
-    let (body, json) =
-        filter::request_body(&mut parts.headers, counted.boxed_unsync(), urls).await?;
+    let filtered = filter::request_body(&mut parts.headers, counted.boxed_unsync(), urls).await?;
+    let (body, json) = (filtered.body, filtered.json);
+    let whole = filtered.sent_whole.or_else(|| bodiless.then(Bytes::new));
     let reading = scim_reading(
         &parts.method,
         &dest.rest,
@@ -114,6 +123,7 @@ pub(crate) async fn upstream_body(
         json,
         reading,
         failure,
+        whole,
     })
 }
 

@@ -5,12 +5,14 @@
 
 pub mod acme;
 mod load;
+pub mod pacer;
 pub mod readiness;
 pub mod reload;
 mod retry_budget;
 mod shared;
 mod snapshot;
 pub mod token_expiry;
+pub mod token_reread;
 mod tokens;
 pub mod v2_token;
 pub mod watch;

@@ -12,6 +12,7 @@ use super::RetryBudget;
 use super::load::{build, read_config};
 use super::snapshot::Snapshot;
 use super::token_expiry::TokenExpiry;
+use super::token_reread::TokenReloads;
 use crate::config::{Config, Problems, TrafficSink};
 use crate::observe::auth_watch::AuthWatch;
 use crate::observe::metrics::{self, LogDrops, Metrics};
@@ -32,6 +33,8 @@ pub struct Shared {
     pub status: StatusBoard,
     /// Opened once at start; moving it needs a restart.
     pub traffic: Option<TrafficLog>,
+    /// One reload at a time for rotations found by an upstream 401.
+    pub token_reloads: TokenReloads,
 }
 
 impl Shared {
@@ -48,6 +51,7 @@ impl Shared {
             auth_watch: AuthWatch::new(),
             status: StatusBoard::default(),
             traffic,
+            token_reloads: TokenReloads::default(),
         }))
     }
 

@@ -1,8 +1,8 @@
 //! `Snapshot`: everything one request needs, loaded at once, and `RouteRuntime`, what a route
-//! needs beyond its config (its upstream base, v2 token, in-flight counters, token expiry).
+//! needs beyond its config (its upstream base, v2 token, in-flight counters, token expiry, pacer).
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 
 use rustls_pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
@@ -11,6 +11,7 @@ use crate::body::rewrite::Needles;
 use crate::config::{Config, Route};
 use crate::observe::traffic_log::PiiPolicy;
 use crate::scim::base::Base;
+use crate::state::pacer::Pacer;
 use crate::state::token_expiry::TokenExpiry;
 use crate::state::v2_token::V2Token;
 use crate::tls;
@@ -45,6 +46,9 @@ pub struct RouteRuntime {
     pub client_in_flight: Vec<Arc<AtomicUsize>>,
     /// `token_expires`, tied to the token it was written for (None: not configured).
     pub token_expiry: Option<TokenExpiry>,
+    /// The route's pacer when it is paced; kept across a reload that leaves its pacing keys as
+    /// they were.
+    pub pacer: Option<Arc<Mutex<Pacer>>>,
 }
 
 impl Snapshot {

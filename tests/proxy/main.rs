@@ -23,6 +23,7 @@ mod egress;
 mod framing;
 mod limits;
 mod metrics;
+mod pacing;
 mod readiness;
 mod reload;
 mod report;

@@ -250,6 +250,8 @@ async fn metrics_exposes_exactly_these_families() {
             pair("scim_proxy_log_records_dropped", "counter"),
             // acme_certificate_expiry_seconds only while an ACME certificate is held (tests/proxy/acme.rs).
             pair("scim_proxy_acme_orders", "counter"),
+            pair("scim_proxy_token_rereads", "counter"),
+            pair("scim_proxy_token_resends", "counter"),
         ],
         "\n{}",
         idle.text
@@ -285,6 +287,8 @@ async fn metrics_exposes_exactly_these_families() {
             pair("scim_proxy_log_records_dropped", "counter"),
             // acme_certificate_expiry_seconds only while an ACME certificate is held (tests/proxy/acme.rs).
             pair("scim_proxy_acme_orders", "counter"),
+            pair("scim_proxy_token_rereads", "counter"),
+            pair("scim_proxy_token_resends", "counter"),
         ],
         "\n{}",
         m.text
@@ -323,6 +327,8 @@ async fn metrics_exposes_exactly_these_families() {
         ("scim_proxy_open_connections", &[]),
         ("scim_proxy_log_records_dropped_total", &["sink"]),
         ("scim_proxy_acme_orders_total", &["outcome"]),
+        ("scim_proxy_token_rereads_total", &["route", "outcome"]),
+        ("scim_proxy_token_resends_total", &["route"]),
     ]
     .into_iter()
     .map(|(n, l)| (n, l.iter().copied().collect()))

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::Validator;
-use crate::config::model::{PublicUrl, Route, TokenSource, UpstreamAuth, UpstreamBase};
+use crate::config::model::{Pacing, PublicUrl, Route, TokenSource, UpstreamAuth, UpstreamBase};
 use crate::config::raw::RawRoute;
 use crate::config::values::{
     is_tenant_id, normalize_host, parse_public_url, parse_timestamp, parse_upstream,
@@ -50,6 +50,7 @@ impl Validator {
             3650,
         );
         let clients = self.clients(key, r.clients);
+        let pacing = self.pacing(key, r.max_requests_per_second, r.burst, r.max_queue_wait);
         if self.found.count() != before {
             return None;
         }
@@ -65,6 +66,7 @@ impl Validator {
             token_warn: Duration::from_secs(u64::try_from(token_warn_days).unwrap_or(14) * 86_400),
             rewrite_body_urls: r.rewrite_body_urls.unwrap_or(true),
             clients,
+            pacing,
         })
     }
 
@@ -184,4 +186,55 @@ impl Validator {
         }
         parsed
     }
+
+    /// `max_requests_per_second` turns pacing on; `burst` and `max_queue_wait` only mean
+    /// something with it.
+    fn pacing(
+        &mut self,
+        key: &str,
+        rate: Option<f64>,
+        burst: Option<u64>,
+        max_queue_wait: Option<String>,
+    ) -> Option<Pacing> {
+        let Some(rate) = rate else {
+            for (given, name) in [
+                (burst.is_some(), "burst"),
+                (max_queue_wait.is_some(), "max_queue_wait"),
+            ] {
+                if given {
+                    self.problem(
+                        &format!("{key}.{name}"),
+                        format!("only used with {key}.max_requests_per_second, which is not set"),
+                    );
+                }
+            }
+            return None;
+        };
+        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
+            self.problem(
+                &format!("{key}.max_requests_per_second"),
+                format!("{rate} is out of range ({MIN_RATE} to {MAX_RATE})"),
+            );
+            return None;
+        }
+        // Default: one second's worth, the rate itself (at least one request).
+        let one_second = rate.ceil().max(1.0) as usize;
+        let burst = self.count(&format!("{key}.burst"), burst, one_second, 1, 100_000);
+        let max_queue_wait = self.duration(
+            &format!("{key}.max_queue_wait"),
+            max_queue_wait,
+            DEFAULT_MAX_QUEUE_WAIT,
+        );
+        Some(Pacing {
+            interval: Duration::from_secs_f64(1.0 / rate),
+            burst: u32::try_from(burst).unwrap_or(1),
+            max_queue_wait,
+        })
+    }
 }
+
+/// Below one request a minute a tenant is unusable; above ten thousand a second no tenant limit is.
+const MIN_RATE: f64 = 0.01;
+const MAX_RATE: f64 = 10_000.0;
+/// Long enough to smooth a burst, short against an IdP's own request timeout (Entra: ~60 s).
+const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);

@@ -53,6 +53,7 @@ name = "demo"
 upstream = "https://127.0.0.1:{port}/api/v2/scim"
 token_file = "v2.token"
 legacy_tenant_id = "1234"
+max_requests_per_second = 50   # pacing towards the tenant's rate limit, shared by both IdPs
 
 [[routes.clients]]
 name = "okta"

@@ -1,10 +1,13 @@
 //! The IdP-like provisioning flow the demo drives through the proxy, step by step: what each
-//! IdP got, and what the upstream saw (source address, token).
+//! IdP got, and what the upstream saw (source address, token); last, a token rotation that
+//! invalidates the old token at once.
 
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use super::{DEMO_EGRESS_IP, DEMO_ENTRA_TOKEN, DEMO_OKTA_TOKEN};
+use std::path::Path;
+
+use super::{DEMO_EGRESS_IP, DEMO_ENTRA_TOKEN, DEMO_OKTA_TOKEN, DEMO_V2_TOKEN_PREFIX};
 use crate::lab::client::{Answer, ScimClient};
 use crate::lab::upstream::Upstream;
 
@@ -17,7 +20,9 @@ const USER_NAME: &str = "jane.doe@example.com";
 struct Step<'a> {
     client: &'a ScimClient,
     upstream: &'a Upstream,
-    v2_token: &'a str,
+    v2_token: String,
+    /// The token after the demo's rotation.
+    rotated: Option<String>,
     n: usize,
 }
 
@@ -52,17 +57,22 @@ impl Step<'_> {
                             r.peer.ip()
                         ));
                     }
-                    let token = r
+                    let sent = r
                         .headers
                         .get("authorization")
                         .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.ends_with(self.v2_token));
+                        .unwrap_or_default();
+                    let token = match &self.rotated {
+                        Some(new) if sent.ends_with(new.as_str()) => "the rotated v2 token",
+                        Some(_) if sent.ends_with(&self.v2_token) => "the old v2 token",
+                        None if sent.ends_with(&self.v2_token) => "the v2 token",
+                        _ => "NO v2 token",
+                    };
                     println!(
-                        "    upstream saw {} {} from {} with {}",
+                        "    upstream saw {} {} from {} with {token}",
                         r.method,
                         r.path_and_query,
                         r.peer.ip(),
-                        if token { "the v2 token" } else { "NO v2 token" }
                     );
                 }
             }
@@ -79,21 +89,48 @@ impl Step<'_> {
     }
 }
 
+/// The flow; `token_file`: where the proxy reads the v2 token, rewritten by the last step.
 pub(super) async fn drive(
     client: &ScimClient,
     upstream: &Upstream,
     v2_token: &str,
+    token_file: &Path,
 ) -> Result<(), String> {
     let mut s = Step {
         client,
         upstream,
-        v2_token,
+        v2_token: v2_token.to_owned(),
+        rotated: None,
         n: 0,
     };
     connect_and_look_up(&mut s).await?;
     let user_id = provision_user(&mut s).await?;
     let group_id = push_group(&mut s, &user_id).await?;
-    refuse_then_delete(&mut s, &user_id, &group_id).await
+    refuse_then_delete(&mut s, &user_id, &group_id).await?;
+    rotate_the_token(&mut s, token_file).await
+}
+
+/// The v2 token rotated the way a managed rotation does it: the old token dies the moment the
+/// new one is written. The proxy reads the file on the upstream's 401 and sends the request once
+/// more, so the IdP never sees the 401.
+async fn rotate_the_token(s: &mut Step<'_>, token_file: &Path) -> Result<(), String> {
+    let new = format!("{DEMO_V2_TOKEN_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    s.upstream.set_token_file(Some(token_file.to_path_buf()));
+    super::files::write_private(token_file, &new)?;
+    s.rotated = Some(new);
+    s.call(
+        "The v2 token is rotated and the old one dies at once; Okta lists users",
+        OKTA,
+        Method::GET,
+        "/SCIM/v2/Users?startIndex=1&count=2",
+        None,
+        StatusCode::OK,
+    )
+    .await?;
+    println!(
+        "    the upstream refused the old token (401); the proxy re-read the token file and sent the request once more"
+    );
+    Ok(())
 }
 
 /// Okta tests the connection; Entra looks for the user before creating it.

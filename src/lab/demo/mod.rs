@@ -15,7 +15,7 @@ use crate::{state, tls};
 /// Tokens of the demo only: the "old" tokens the IdPs keep, and the REST API v2 token.
 pub const DEMO_OKTA_TOKEN: &str = "okta-old-scim-token";
 pub const DEMO_ENTRA_TOKEN: &str = "entra-old-scim-token";
-const DEMO_V2_TOKEN_PREFIX: &str = "demo-v2-";
+pub(super) const DEMO_V2_TOKEN_PREFIX: &str = "demo-v2-";
 /// The demo's fixed egress (`egress.bind_ip`): not 127.0.0.1, so that the upstream's view of the
 /// source address shows the one address a tenant allowlist needs.
 pub const DEMO_EGRESS_IP: std::net::IpAddr =
@@ -59,7 +59,7 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), String> {
 
     let client_tls = devcerts::client_config(pki.ca_pem(), &tls::ALPN)?;
     let client = ScimClient::new(&format!("https://localhost:{port}"), client_tls, false);
-    let result = flow::drive(&client, &upstream, &v2_token).await;
+    let result = flow::drive(&client, &upstream, &v2_token, &dir.join("v2.token")).await;
     print_outcome(&result, &dir);
     if result.is_ok() && !once {
         print_try_it(&dir, port, &config_path);

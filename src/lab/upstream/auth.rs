@@ -1,5 +1,6 @@
 //! Which requests are authenticated: a known v2 token as `Authorization: Bearer` or
-//! `Netskope-Api-Token`, as Netskope accepts either.
+//! `Netskope-Api-Token`, as Netskope accepts either; the token list, or the token file read per
+//! request (a rotation that invalidates the old token at once).
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
@@ -9,7 +10,19 @@ use super::state::State;
 
 impl State {
     pub(super) fn authenticated(&self, headers: &HeaderMap) -> bool {
-        let tokens = lock(&self.tokens);
+        let from_file = lock(&self.token_file).as_ref().map(|f| {
+            // An unreadable file accepts nothing, as a revoked token would.
+            vec![
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            ]
+        });
+        let tokens = match from_file {
+            Some(t) => t,
+            None => lock(&self.tokens).clone(),
+        };
         let known = |t: &str| !t.is_empty() && tokens.iter().any(|k| k == t);
         let bearer = headers
             .get(AUTHORIZATION)

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::lock;
 use super::overrides::Override;
+use super::rate_limit::{Limiter, RateLimit};
 use super::server::accept_loop;
 use super::state::{RecordedRequest, State};
 use super::store::Store;
@@ -69,6 +71,8 @@ impl Upstream {
             store: Mutex::new(Store::default()),
             chunked: AtomicBool::new(false),
             log_requests: AtomicBool::new(false),
+            rate_limit: Mutex::new(None),
+            token_file: Mutex::new(None),
             stop: stop_rx.clone(),
         });
         let acceptor = opts.tls.map(TlsAcceptor::from);
@@ -117,6 +121,18 @@ impl Upstream {
     /// lab's way to see which address a proxy's fixed egress really leaves from.
     pub fn log_requests(&self, on: bool) {
         self.state.log_requests.store(on, Ordering::Relaxed);
+    }
+
+    /// A tenant-wide rate limit (None: unlimited): above it 429 with `Retry-After`, and the
+    /// `ratelimit-*` headers on every answer.
+    pub fn set_rate_limit(&self, rule: Option<RateLimit>) {
+        *lock(&self.state.rate_limit) = rule.map(Limiter::new);
+    }
+
+    /// With a file, the one token accepted is read from it on every request: rewriting the file
+    /// rotates the token and invalidates the old one at once. None: the `set_tokens` list.
+    pub fn set_token_file(&self, file: Option<PathBuf>) {
+        *lock(&self.state.token_file) = file;
     }
 
     /// Queues a canned answer (FIFO) for the next request.

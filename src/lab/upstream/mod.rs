@@ -18,6 +18,7 @@ mod patch;
 mod path;
 mod projection;
 mod query;
+mod rate_limit;
 mod request;
 mod resource;
 mod response;
@@ -33,6 +34,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use handle::{Upstream, UpstreamOptions};
 pub use overrides::Override;
+pub use rate_limit::RateLimit;
 pub use state::RecordedRequest;
 
 const SCIM_JSON: &str = "application/scim+json;charset=utf-8";

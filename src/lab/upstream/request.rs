@@ -43,9 +43,40 @@ pub(super) async fn handle(
         .into_response();
     }
 
+    // The tenant's rate limit is in front of everything, as Netskope's is.
+    let verdict = lock(&state.rate_limit)
+        .as_mut()
+        .map(|l| (l.take(std::time::Instant::now()), l.limit()));
+    if let Some((verdict, limit)) = verdict {
+        let mut resp = if verdict.allowed {
+            answer(&state, parts, body, authenticated, local).await
+        } else {
+            ScimError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                "rate limit exceeded for this tenant".into(),
+            )
+            .into_response()
+        };
+        verdict.stamp(&mut resp);
+        resp.headers_mut()
+            .insert("ratelimit-limit", http::HeaderValue::from(limit));
+        return resp;
+    }
+    answer(&state, parts, body, authenticated, local).await
+}
+
+/// A queued override, or the SCIM answer to an authenticated request.
+async fn answer(
+    state: &Arc<State>,
+    parts: Parts,
+    body: Result<Bytes, ScimError>,
+    authenticated: bool,
+    local: Option<SocketAddr>,
+) -> Resp {
     let canned = lock(&state.overrides).pop_front();
     let resp = if let Some(o) = canned {
-        play(&state, o).await
+        play(state, o).await
     } else {
         body.and_then(|body| {
             if !authenticated {
@@ -60,9 +91,9 @@ pub(super) async fn handle(
                 headers: &parts.headers,
                 query: Query::parse(parts.uri.query()),
                 body: &body,
-                base_url: base_url(&state, &parts, local),
+                base_url: base_url(state, &parts, local),
             };
-            route(&state, parts.uri.path(), &ctx)
+            route(state, parts.uri.path(), &ctx)
         })
         .unwrap_or_else(ScimError::into_response)
     };

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
@@ -10,6 +11,7 @@ use http::{HeaderMap, Method};
 use tokio::sync::watch;
 
 use super::overrides::Override;
+use super::rate_limit::Limiter;
 use super::store::Store;
 
 /// One request as the upstream received it.
@@ -36,6 +38,10 @@ pub(super) struct State {
     pub(super) store: Mutex<Store>,
     pub(super) chunked: AtomicBool,
     pub(super) log_requests: AtomicBool,
+    /// A tenant-wide rate limit, when set.
+    pub(super) rate_limit: Mutex<Option<Limiter>>,
+    /// When set, the one accepted token is read from this file on every request.
+    pub(super) token_file: Mutex<Option<PathBuf>>,
     pub(super) stop: watch::Receiver<bool>,
 }
 

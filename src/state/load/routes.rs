@@ -1,12 +1,13 @@
 //! Each route's runtime state: its v2 token read and checked, its upstream base, and what it keeps
-//! from the same-named route of the previous snapshot (in-flight counters, token-expiry state).
+//! from the same-named route of the previous snapshot (in-flight counters, token-expiry state, the pacer while its keys are unchanged).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::egress;
 use crate::body::rewrite::Needles;
 use crate::config::{Config, ProblemList, Route};
 use crate::scim::base::Base;
+use crate::state::pacer::Pacer;
 use crate::state::snapshot::{RouteRuntime, Snapshot};
 use crate::state::token_expiry::TokenExpiry;
 use crate::state::tokens::load_secret;
@@ -66,7 +67,52 @@ impl RouteRuntime {
                         .unwrap_or_default()
                 })
                 .collect(),
+            pacer: route.pacing.map(|pacing| {
+                before
+                    .filter(|(r, _)| r.pacing == Some(pacing))
+                    .and_then(|(_, runtime)| runtime.pacer.clone())
+                    .unwrap_or_else(|| Arc::new(Mutex::new(Pacer::new(&pacing))))
+            }),
             token,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::{Snapshot, build};
+
+    /// One route `acme` with `pacing` lines, loaded from `dir` (which holds its token).
+    fn load(dir: &std::path::Path, pacing: &str, previous: Option<&Snapshot>) -> Snapshot {
+        std::fs::write(dir.join("acme.token"), "v2-token\n").unwrap();
+        let toml = format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\n[log]\ntraffic = \"off\"\n\n[[routes]]\nname = \"acme\"\n\
+             upstream = \"https://acme.goskope.com/api/v2/scim\"\ntoken_file = \"acme.token\"\n\
+             hosts = [\"scim.example\"]\n{pacing}\n[[routes.clients]]\nname = \"okta\"\n\
+             token_sha256 = \"{}\"\n",
+            "0".repeat(64)
+        );
+        let config = crate::config::parse(&toml, &dir.join("scim-proxy.toml")).unwrap();
+        build(config, previous).unwrap()
+    }
+
+    #[test]
+    fn the_pacer_survives_a_reload_that_keeps_its_keys_and_is_rebuilt_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let paced = "max_requests_per_second = 5";
+        let first = load(dir.path(), paced, None);
+        let pacer = |s: &Snapshot| s.routes[0].pacer.clone();
+        let same = load(dir.path(), paced, Some(&first));
+        assert!(std::sync::Arc::ptr_eq(
+            &pacer(&first).unwrap(),
+            &pacer(&same).unwrap()
+        ));
+        let faster = load(dir.path(), "max_requests_per_second = 6", Some(&same));
+        assert!(!std::sync::Arc::ptr_eq(
+            &pacer(&same).unwrap(),
+            &pacer(&faster).unwrap()
+        ));
+        let off = load(dir.path(), "", Some(&faster));
+        assert!(pacer(&off).is_none());
     }
 }
