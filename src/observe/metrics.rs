@@ -75,7 +75,7 @@ pub struct SignalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+pub struct RouteOutcomeLabels {
     pub route: String,
     /// changed, unchanged, failed
     pub outcome: String,
@@ -407,7 +407,7 @@ pub struct PacingMetrics {
     pub wait: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub refusals: Family<RouteLabels, Counter>,
     pub rate_signals: Family<SignalLabels, Counter>,
-    pub token_rereads: Family<OutcomeLabels, Counter>,
+    pub token_rereads: Family<RouteOutcomeLabels, Counter>,
     pub token_resends: Family<RouteLabels, Counter>,
 }
 
@@ -472,7 +472,7 @@ impl PacingMetrics {
         }
         let _ = self.token_resends.get_or_create(&labels);
         for outcome in REREAD_OUTCOMES {
-            let _ = self.token_rereads.get_or_create(&OutcomeLabels {
+            let _ = self.token_rereads.get_or_create(&RouteOutcomeLabels {
                 route: route.to_string(),
                 outcome: outcome.to_string(),
             });
@@ -490,7 +490,7 @@ impl PacingMetrics {
 
     pub fn token_reread(&self, route: &str, outcome: &str) {
         self.token_rereads
-            .get_or_create(&OutcomeLabels {
+            .get_or_create(&RouteOutcomeLabels {
                 route: route.to_string(),
                 outcome: outcome.to_string(),
             })
