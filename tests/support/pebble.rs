@@ -47,7 +47,20 @@ pub struct Pebble {
 }
 
 impl Pebble {
+    /// Starts both; started again (at most 3 times in all) when a port it was given was taken by
+    /// another test between choosing and binding it.
     pub async fn start(options: PebbleOptions) -> Pebble {
+        for attempt in 1.. {
+            match Pebble::try_start(&options).await {
+                Ok(started) => return started,
+                Err(log) if attempt < 3 && log.contains("address already in use") => continue,
+                Err(log) => panic!("pebble did not start:\n{log}"),
+            }
+        }
+        unreachable!("the loop returns or panics by its third attempt")
+    }
+
+    async fn try_start(options: &PebbleOptions) -> Result<Pebble, String> {
         let dir = tempfile::Builder::new()
             .prefix("scim-proxy-pebble-")
             .tempdir()
@@ -59,8 +72,7 @@ impl Pebble {
         let https_ca = write_file(dir.path(), "pebble-https-ca.pem", pki.ca_pem());
         let cert_path = write_file(dir.path(), "pebble.crt", &cert.cert_pem);
         let key_path = write_private(dir.path(), "pebble.key", &cert.key_pem);
-        let (acme_port, management_port) = (unused_port().await, unused_port().await);
-        let (dns_port, challtest_management) = (unused_port().await, unused_port().await);
+        let [acme_port, management_port, dns_port, challtest_management] = unused_ports().await;
         let mut mac_keys = serde_json::Map::new();
         if let Some((kid, key)) = &options.eab {
             mac_keys.insert(kid.clone(), key.clone().into());
@@ -115,29 +127,27 @@ impl Pebble {
             management: SocketAddr::from((Ipv4Addr::LOCALHOST, management_port)),
         };
         for port in [challtest_management, acme_port, management_port] {
-            started.wait_listening(port).await;
+            started.wait_listening(port).await?;
         }
-        started
+        Ok(started)
     }
 
-    async fn wait_listening(&mut self, port: u16) {
+    async fn wait_listening(&mut self, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         while tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
             .await
             .is_err()
         {
-            assert!(
-                self.pebble.child().try_wait().ok().flatten().is_none(),
-                "pebble exited:\n{}",
-                self.log()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "pebble not listening on {port}:\n{}",
-                self.log()
-            );
+            let exited = |child: &mut ChildGuard| child.child().try_wait().ok().flatten().is_some();
+            if exited(&mut self.pebble) || exited(&mut self.challtestsrv) {
+                return Err(format!("pebble or its DNS exited:\n{}", self.log()));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("pebble not listening on {port}:\n{}", self.log()));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
     }
 
     /// The root the issued chains lead to (pebble makes a new one per run).

@@ -14,6 +14,20 @@ pub async fn unused_port() -> u16 {
     port
 }
 
+/// `N` distinct ports on 127.0.0.1 with nothing listening: all are held until every one is chosen,
+/// so no two are the same (another test may still take one before its user binds it).
+pub async fn unused_ports<const N: usize>() -> [u16; N] {
+    let mut held = Vec::with_capacity(N);
+    for _ in 0..N {
+        held.push(
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .expect("bind"),
+        );
+    }
+    std::array::from_fn(|i| held[i].local_addr().expect("addr").port())
+}
+
 /// Whether this host can bind `ip` (i.e. the address is configured here).
 pub fn can_bind(ip: IpAddr) -> bool {
     std::net::UdpSocket::bind((ip, 0)).is_ok()
