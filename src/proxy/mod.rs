@@ -164,13 +164,12 @@ async fn forward(
     // The upstream head: target, header hygiene, v2 token, request id (400).
     upstream_request::prepare_head(&mut parts, listen, conn, &dest, &exchange.request_id)?;
     exchange.upstream_path = Some(dest.upstream_path.clone());
-    // A bodiless read may go twice; its head is kept before the body filter can touch it.
-    let replay = Replay::of(&parts, body.is_end_stream());
     // The body: counted, limited, JSON rewritten to the upstream's URLs and read for the log.
     let up = upstream_body(&mut parts, body, &dest, limits, &exchange.bytes_in).await?;
     (exchange.reading, exchange.request_json) = (Some(up.reading), up.json);
-    // Kept to go again with a rotated token after a 401: only what can be replayed exactly.
-    let resend = resend::Resend::of(&parts, up.whole.as_ref());
+    // Kept to go again (a bodiless read after a reset, any of them with a rotated token after a
+    // 401): only a request held whole, as it goes up.
+    let replay = Replay::of(&parts, up.whole.as_ref());
     // The tenant's rate, shared by every IdP of the route: the request's send slot, or 429 with
     // Retry-After when it is beyond max_queue_wait; last before the send, so the wait is all pacing.
     let metrics = &shared.metrics.pacing;
@@ -184,7 +183,13 @@ async fn forward(
             &exchange.request_id,
         )
     };
-    let sent = send::send(upstream, Request::from_parts(parts, up.body), replay, cx()).await;
+    let sent = send::send(
+        upstream,
+        Request::from_parts(parts, up.body),
+        replay.as_ref(),
+        cx(),
+    )
+    .await;
     (exchange.upstream_time, exchange.retried) = (Some(sent.upstream_time), sent.retried);
     let mut res = sent.result?;
     // The upstream's rate signals hold the route; its answer goes to the IdP unchanged.
@@ -193,11 +198,12 @@ async fn forward(
     // request held whole goes once more with the new token (never after the reset retry).
     let rotated = resend::reread_after_401(shared, route, runtime, res.status());
     let mut resent = false;
-    if let (Some(rotated), Some(again), false) = (&rotated, resend, exchange.retried)
+    if let (Some(rotated), Some(again), false) = (&rotated, &replay, exchange.retried)
         && let Ok(waited) = pacing::pace(route, rotated, metrics).await
     {
         resend::count_resend(shared, route);
-        let sent = send::send(upstream, again.into_request(route, rotated), None, cx()).await;
+        let again = resend::with_token(again, route, rotated);
+        let sent = send::send(upstream, again, None, cx()).await;
         exchange.waited = exchange.waited.zip(waited).map(|(a, b)| a + b);
         exchange.upstream_time = exchange.upstream_time.map(|t| t + sent.upstream_time);
         (exchange.resent, resent) = (Some(resend::TOKEN_ROTATED), true);

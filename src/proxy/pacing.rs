@@ -16,8 +16,9 @@ use crate::proxy::LOG_TARGET;
 use crate::state::RouteRuntime;
 use crate::state::pacer::{Pacer, Refused};
 
-/// A waiter whose slot fell inside a hold that began after it booked books again, this often at
-/// most; its own `max_queue_wait` bounds it long before.
+/// A waiter whose slot fell inside a hold that began after it booked books again (behind those
+/// that booked during the hold: the pacer keeps no queue to reorder), this often at most; its own
+/// `max_queue_wait`, counted from its arrival, bounds it long before.
 const MAX_REBOOKINGS: usize = 4;
 
 /// Waits for the request's send slot; `None` when the route is not paced (one branch, no lock).

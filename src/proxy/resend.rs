@@ -4,12 +4,12 @@
 //! POST and PATCH too. A streamed body, an unchanged token or a request that was already sent
 //! twice (the reset retry) gets the 401 as it came.
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http::{Request, StatusCode};
 
 use crate::body::ProxyBody;
 use crate::config::Route;
 use crate::observe::metrics::RouteLabels;
+use crate::proxy::send::Replay;
 use crate::proxy::upstream_request::set_token;
 use crate::state::token_reread::{Reread, reread_token};
 use crate::state::{RouteRuntime, Shared};
@@ -17,35 +17,15 @@ use crate::state::{RouteRuntime, Shared};
 /// Why a request was sent a second time, as the traffic record says it.
 pub(crate) const TOKEN_ROTATED: &str = "token-rotated";
 
-/// The upstream head and whole body of a request, kept to send it again exactly.
-pub(crate) struct Resend {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Resend {
-    /// Only when the proxy holds the body whole (`whole`; empty when bodiless): a streamed body
-    /// is gone once sent.
-    pub(crate) fn of(parts: &http::request::Parts, whole: Option<&Bytes>) -> Option<Resend> {
-        Some(Resend {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            body: whole?.clone(),
-        })
-    }
-
-    /// The same request with `runtime`'s token.
-    pub(crate) fn into_request(self, route: &Route, runtime: &RouteRuntime) -> Request<ProxyBody> {
-        let mut again = Request::new(crate::body::full(self.body));
-        *again.method_mut() = self.method;
-        *again.uri_mut() = self.uri;
-        *again.headers_mut() = self.headers;
-        set_token(again.headers_mut(), route, runtime);
-        again
-    }
+/// The kept request with `runtime`'s token in place of the one it was sent with.
+pub(crate) fn with_token(
+    replay: &Replay,
+    route: &Route,
+    runtime: &RouteRuntime,
+) -> Request<ProxyBody> {
+    let mut again = replay.request();
+    set_token(again.headers_mut(), route, runtime);
+    again
 }
 
 /// After an upstream 401: the token source read now (counted by outcome). Some: the route's
@@ -86,15 +66,17 @@ pub(crate) fn count_resend(shared: &Shared, route: &Route) {
 mod tests {
     use super::*;
     use crate::proxy::testing::{fixture, parts, scim_get};
+    use bytes::Bytes;
+    use http::Method;
 
     #[test]
     fn only_a_request_held_whole_can_be_sent_again_and_it_goes_with_the_new_token() {
         let head = parts(scim_get("https://acme.goskope.com/api/v2/scim/Users").method("POST"));
-        assert!(Resend::of(&head, None).is_none());
-        let again = Resend::of(&head, Some(&Bytes::from_static(b"{}"))).unwrap();
+        assert!(Replay::of(&head, None).is_none());
+        let again = Replay::of(&head, Some(&Bytes::from_static(b"{}"))).unwrap();
         let f = fixture("", "", "");
         let (route, runtime) = f.snapshot.route(0).unwrap();
-        let req = again.into_request(route, runtime);
+        let req = with_token(&again, route, runtime);
         assert_eq!(req.method(), Method::POST);
         assert_eq!(
             req.headers()[http::header::AUTHORIZATION],

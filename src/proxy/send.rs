@@ -9,6 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, LengthLimitError};
 
@@ -94,11 +95,12 @@ impl<'a> SendContext<'a> {
     }
 }
 
-/// Sends `req`; `replay` is the head to send again (bodiless) after a reset before any answer.
+/// Sends `req`; `replay` is the request kept to send again, which a bodiless read is after a
+/// reset before any answer.
 pub(crate) async fn send(
     upstream: &dyn Upstream,
     req: Request<ProxyBody>,
-    replay: Option<Replay>,
+    replay: Option<&Replay>,
     cx: SendContext<'_>,
 ) -> Sent {
     let sent = Instant::now();
@@ -114,7 +116,9 @@ pub(crate) async fn send(
     };
     // Decided before the second attempt: the failed result is not held across it.
     let retry = match (&result, replay) {
-        (Err(e), Some(replay)) if is_reset_before_answer(e) && cx.retry_budget.try_take() => {
+        (Err(e), Some(replay))
+            if replay.after_reset() && is_reset_before_answer(e) && cx.retry_budget.try_take() =>
+        {
             tracing::info!(target: LOG_TARGET, request_id = %cx.request_id, error = %e, "connection to the upstream broke before an answer; retrying the idempotent request once");
             Some(replay)
         }
@@ -122,7 +126,7 @@ pub(crate) async fn send(
     };
     let retried = retry.is_some();
     if let Some(replay) = retry {
-        match attempt(replay.into_request()).await {
+        match attempt(replay.request()).await {
             Ok(again) => result = again,
             Err(_) => return timed_out(sent.elapsed(), true),
         }
@@ -153,30 +157,39 @@ fn failure(e: &BoxError, cx: &SendContext<'_>) -> ProxyError {
     }
 }
 
-/// The head of a request that is safe to send again, kept before the original goes.
+/// A request kept before it goes, to send it again exactly: its head as sent and its whole body.
+/// Only a request the proxy holds whole can be kept: a streamed body is gone once sent.
 pub(crate) struct Replay {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 }
 
 impl Replay {
-    /// Only a bodiless read: DELETE is idempotent in theory, but a retried DELETE that had already
-    /// gone through answers 404, which would hide the real result from the IdP.
-    pub(crate) fn of(parts: &http::request::Parts, bodiless: bool) -> Option<Replay> {
-        let read = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        (read && bodiless).then(|| Replay {
+    /// `whole`: the body as it goes up when the proxy holds it whole (empty: bodiless).
+    pub(crate) fn of(parts: &http::request::Parts, whole: Option<&Bytes>) -> Option<Replay> {
+        Some(Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
+            body: whole?.clone(),
         })
     }
 
-    fn into_request(self) -> Request<ProxyBody> {
-        let mut again = Request::new(crate::body::empty());
-        *again.method_mut() = self.method;
-        *again.uri_mut() = self.uri;
-        *again.headers_mut() = self.headers;
+    /// After a reset, only a bodiless read goes again: DELETE is idempotent in theory, but a
+    /// retried DELETE that had already gone through answers 404, which would hide the real result
+    /// from the IdP; a write may have been processed.
+    fn after_reset(&self) -> bool {
+        matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS) && self.body.is_empty()
+    }
+
+    /// The same request again.
+    pub(crate) fn request(&self) -> Request<ProxyBody> {
+        let mut again = Request::new(crate::body::full(self.body.clone()));
+        *again.method_mut() = self.method.clone();
+        *again.uri_mut() = self.uri.clone();
+        *again.headers_mut() = self.headers.clone();
         again
     }
 }
@@ -208,7 +221,6 @@ mod tests {
     use super::*;
     use crate::proxy::counted::Counted;
     use crate::proxy::testing::{parts, scim_get};
-    use bytes::Bytes;
     use http_body_util::Full;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -230,12 +242,12 @@ mod tests {
         let budget = RetryBudget::new(Duration::from_secs(60), 10);
         let limits = limits();
         let cx = SendContext::new(&limits, &budget, inbound, "rid");
-        send(upstream, req, replay, cx).await
+        send(upstream, req, replay.as_ref(), cx).await
     }
 
     fn get() -> (Request<ProxyBody>, Option<Replay>) {
         let head = parts(scim_get("https://acme.goskope.com/api/v2/scim/Users"));
-        let replay = Replay::of(&head, true);
+        let replay = Replay::of(&head, Some(&Bytes::new()));
         (Request::from_parts(head, crate::body::empty()), replay)
     }
 
@@ -301,12 +313,14 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let head =
             parts(scim_get("https://acme.goskope.com/api/v2/scim/Users").method(Method::POST));
-        assert!(Replay::of(&head, true).is_none());
+        // Kept whole (for a token resend), and still not sent again after a reset.
+        let replay = Replay::of(&head, Some(&Bytes::from_static(b"{}")));
+        assert!(Replay::of(&head, None).is_none());
         let req = Request::from_parts(head, crate::body::empty());
         let sent = send_to(
             &flaky(1, calls.clone()),
             req,
-            None,
+            replay,
             &InboundFailure::default(),
         )
         .await;
