@@ -158,6 +158,15 @@ async fn tls_alpn_01_gets_a_certificate_that_a_client_trusting_only_the_ca_accep
         &[("name", DOMAIN)],
     );
     assert!(left > 80.0 * 86_400.0 && left <= 90.0 * 86_400.0, "{left}");
+    // The status page shows the certificate ACME holds, as the IdPs are served it.
+    let status = status_json(admin(&p), None).await;
+    let served = &status["certificate"];
+    assert_eq!(served["state"], "ok", "{status:#}");
+    let seconds_left = served["seconds_left"].as_f64().unwrap_or(0.0);
+    assert!(
+        (seconds_left - left).abs() < 600.0,
+        "{seconds_left} vs {left}"
+    );
     #[cfg(unix)]
     {
         let state = p.dir().join("acme-state");
