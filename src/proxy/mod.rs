@@ -23,6 +23,7 @@ mod send;
 mod served_name;
 #[cfg(test)]
 mod testing;
+mod upstream_leg;
 mod upstream_request;
 
 use std::convert::Infallible;
@@ -172,9 +173,9 @@ async fn forward(
     let replay = Replay::of(&parts, up.whole.as_ref());
     // The tenant's rate, shared by every IdP of the route: the request's send slot, or 429 with
     // Retry-After when it is beyond max_queue_wait; last before the send, so the wait is all pacing.
-    let metrics = &shared.metrics.pacing;
-    exchange.waited = pacing::pace(route, runtime, metrics).await?;
-    // The upstream call: 504 after upstream_timeout, one retry, and whose fault a failure is.
+    exchange.waited = pacing::pace(route, runtime, &shared.metrics.pacing).await?;
+    // The upstream leg: 504 after upstream_timeout, one reset retry, whose fault a failure is; the
+    // route held on the upstream's rate signals; after a 401 with a rotated token one resend.
     let cx = || {
         SendContext::new(
             limits,
@@ -183,38 +184,19 @@ async fn forward(
             &exchange.request_id,
         )
     };
-    let sent = send::send(
-        upstream,
-        Request::from_parts(parts, up.body),
-        replay.as_ref(),
-        cx(),
-    )
-    .await;
-    (exchange.upstream_time, exchange.retried) = (Some(sent.upstream_time), sent.retried);
-    let mut res = sent.result?;
-    // The upstream's rate signals hold the route; its answer goes to the IdP unchanged.
-    pacing::listen(route, runtime, metrics, res.status(), res.headers());
-    // A 401 may be a token rotated with immediate invalidation: its source is read now, and a
-    // request held whole goes once more with the new token (never after the reset retry).
-    let rotated = resend::reread_after_401(shared, route, runtime, res.status());
-    let mut resent = false;
-    if let (Some(rotated), Some(again), false) = (&rotated, &replay, exchange.retried)
-        && let Ok(waited) = pacing::pace(route, rotated, metrics).await
-    {
-        resend::count_resend(shared, route);
-        let again = resend::with_token(again, route, rotated);
-        let sent = send::send(upstream, again, None, cx()).await;
-        exchange.waited = exchange.waited.zip(waited).map(|(a, b)| a + b);
-        exchange.upstream_time = exchange.upstream_time.map(|t| t + sent.upstream_time);
-        (exchange.resent, resent) = (Some(resend::TOKEN_ROTATED), true);
-        res = sent.result?;
-        pacing::listen(route, rotated, metrics, res.status(), res.headers());
+    let req = (Request::from_parts(parts, up.body), replay);
+    let leg = upstream_leg::send_upstream(upstream, shared, (route, runtime), req, cx).await;
+    (exchange.upstream_time, exchange.retried) = (Some(leg.upstream_time), leg.retried);
+    if let Some(resent) = &leg.resent {
+        exchange.waited = exchange.waited.zip(resent.waited).map(|(a, b)| a + b);
+        exchange.resent = Some(resend::TOKEN_ROTATED);
     }
+    let res = leg.result?;
     exchange.upstream_status = Some(res.status().as_u16());
     // An answer to the new token is read with its mask, here and in the log.
-    let rotated_dest = rotated.as_deref().filter(|_| resent).map(|rt| {
-        exchange.rotated_redaction = Some(rt.token_redaction.clone());
-        dest.with_runtime(rt)
+    let rotated_dest = leg.resent.as_ref().map(|resent| {
+        exchange.rotated_redaction = Some(resent.runtime.token_redaction.clone());
+        dest.with_runtime(&resent.runtime)
     });
     let dest = rotated_dest.as_ref().unwrap_or(&dest);
     // The answer under the client's names and without the token; its JSON kept for the log.
