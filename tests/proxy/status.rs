@@ -434,6 +434,32 @@ async fn a_real_browser_shows_the_route_the_idps_the_failures_who_is_out_of_sync
     p.stop().await;
 }
 
+/// With no traffic log, a streamed (chunked) upstream error is still read for the page: its
+/// scimType and detail.
+#[tokio::test]
+async fn with_the_traffic_log_off_a_streamed_failure_still_shows_the_upstream_scim_type_and_detail()
+{
+    let mut prepared = Builder::new().h1_upstream().admin().prepare().await;
+    prepared.edit_config("traffic = \"traffic.log\"", "traffic = \"off\"");
+    let p = prepared.start().await;
+    p.upstream(0).set_chunked(true);
+    let user = okta_user(ALICE, true);
+    for want in [201, 409] {
+        let res = p
+            .send(Method::POST, "/SCIM/v2/Users", Some(OKTA), Some(&user))
+            .await;
+        assert_eq!(res.status, want);
+        assert!(res.header("content-length").is_none(), "streamed");
+    }
+    let doc = status_json(admin_addr(&p), None).await;
+    let failure = &doc["failures"][0];
+    assert_eq!(failure["upstream_status"], 409, "{doc:#}");
+    assert_eq!(failure["scimType"], "uniqueness", "{doc:#}");
+    let detail = failure["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("already exists"), "{doc:#}");
+    p.stop().await;
+}
+
 /// `check` on an admin listener off loopback: a warning without `token_sha256`, none with it, and
 /// a malformed hash is a problem naming the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
