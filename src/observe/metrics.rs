@@ -371,10 +371,7 @@ impl Metrics {
                 .set(i64::from(!applies));
             // A date written for another token says nothing about this one.
             if applies {
-                let secs = match date.duration_since(now) {
-                    Ok(d) => d.as_secs_f64(),
-                    Err(e) => -e.duration().as_secs_f64(),
-                };
+                let secs = seconds_until(date, now);
                 self.token_expiry_seconds.get_or_create(&labels).set(secs);
             }
         }
@@ -384,10 +381,7 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         if let Some((name, not_after)) = acme_not_after {
-            let secs = match not_after.duration_since(now) {
-                Ok(d) => d.as_secs_f64(),
-                Err(e) => -e.duration().as_secs_f64(),
-            };
+            let secs = seconds_until(not_after, now);
             self.certificate_expiry_seconds.clear();
             self.certificate_expiry_seconds
                 .get_or_create(&CertLabels { name })
@@ -488,6 +482,15 @@ impl PacingMetrics {
             .inc();
     }
 
+    /// A request sent once more with a rotated token.
+    pub fn token_resend(&self, route: &str) {
+        self.token_resends
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .inc();
+    }
+
     pub fn token_reread(&self, route: &str, outcome: &str) {
         self.token_rereads
             .get_or_create(&RouteOutcomeLabels {
@@ -495,5 +498,13 @@ impl PacingMetrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+}
+
+/// Seconds from `now` to `t`, negative once `t` has passed (the expiry gauges).
+fn seconds_until(t: SystemTime, now: SystemTime) -> f64 {
+    match t.duration_since(now) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
     }
 }

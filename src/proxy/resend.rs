@@ -8,7 +8,6 @@ use http::{Request, StatusCode};
 
 use crate::body::ProxyBody;
 use crate::config::Route;
-use crate::observe::metrics::RouteLabels;
 use crate::proxy::send::Replay;
 use crate::proxy::upstream_request::set_token;
 use crate::state::token_reread::{Reread, reread_token};
@@ -48,18 +47,6 @@ pub(crate) fn reread_after_401(
         Reread::Changed(rotated) => Some(rotated),
         Reread::Unchanged | Reread::Failed => None,
     }
-}
-
-/// Counts a resend.
-pub(crate) fn count_resend(shared: &Shared, route: &Route) {
-    shared
-        .metrics
-        .pacing
-        .token_resends
-        .get_or_create(&RouteLabels {
-            route: route.name.clone(),
-        })
-        .inc();
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ pub(crate) async fn send_upstream<'a>(
     let Ok(waited) = pacing::pace(route, &rotated, metrics).await else {
         return first(Ok(res));
     };
-    resend::count_resend(shared, route);
+    metrics.token_resend(&route.name);
     let again = send::send(
         upstream,
         resend::with_token(again, route, &rotated),
