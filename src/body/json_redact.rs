@@ -108,6 +108,15 @@ impl JsonStringRedact {
 
     /// Writes what is held (all of it, or with `piece` up to an incomplete escape at its end).
     fn emit_held(&mut self, out: &mut BytesMut, piece: bool) {
+        // Most strings hold no escape and not the secret: written as they are, nothing allocated.
+        if !piece
+            && memchr::memchr(b'\\', &self.held).is_none()
+            && self.needles.secret_finder.find(&self.held).is_none()
+        {
+            out.extend_from_slice(&self.held);
+            self.held.clear();
+            return;
+        }
         let held = std::mem::take(&mut self.held);
         let (decoded, used) = decode_json_string(&held, piece);
         let (masked, changed) = mask_secret(&decoded, &self.needles, piece);

@@ -42,6 +42,8 @@ pub struct Needles {
     pub(crate) single: Option<memchr::memmem::Finder<'static>>,
     /// The secret itself, as JSON strings decode to it.
     pub(crate) secret: Vec<u8>,
+    /// A prepared search for `secret`, built once per token rather than once per JSON string.
+    pub(crate) secret_finder: memchr::memmem::Finder<'static>,
 }
 
 impl Needles {
@@ -74,6 +76,7 @@ impl Needles {
         };
         Needles {
             secret: needle.to_vec(),
+            secret_finder: memchr::memmem::Finder::new(needle).into_owned(),
             single,
             max_len: needles.iter().map(Vec::len).max().unwrap_or(0),
             needles,

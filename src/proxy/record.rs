@@ -55,9 +55,8 @@ pub(crate) fn count(shared: &Shared, exchange: &Exchange, status: u16, head_time
             status_class: StatusClass::of(status),
         })
         .inc();
-    let route_labels = RouteLabels {
-        route: route.clone(),
-    };
+    let route_labels = RouteLabels { route };
+    let route = &route_labels.route;
     metrics
         .request_duration
         .get_or_create(&route_labels)
@@ -69,14 +68,14 @@ pub(crate) fn count(shared: &Shared, exchange: &Exchange, status: u16, head_time
             .observe(t.as_secs_f64());
     }
     match (exchange.error, exchange.upstream_status) {
-        (Some(ErrorKind::UpstreamConnect), _) => metrics.upstream_failure(&route, "connect"),
-        (Some(ErrorKind::UpstreamTls), _) => metrics.upstream_failure(&route, "tls"),
-        (Some(ErrorKind::UpstreamTimeout), _) => metrics.upstream_failure(&route, "timeout"),
-        (Some(ErrorKind::UpstreamProtocol), _) => metrics.upstream_failure(&route, "protocol"),
-        (_, Some(s)) if s >= 500 => metrics.upstream_failure(&route, "5xx"),
+        (Some(ErrorKind::UpstreamConnect), _) => metrics.upstream_failure(route, "connect"),
+        (Some(ErrorKind::UpstreamTls), _) => metrics.upstream_failure(route, "tls"),
+        (Some(ErrorKind::UpstreamTimeout), _) => metrics.upstream_failure(route, "timeout"),
+        (Some(ErrorKind::UpstreamProtocol), _) => metrics.upstream_failure(route, "protocol"),
+        (_, Some(s)) if s >= 500 => metrics.upstream_failure(route, "5xx"),
         (_, Some(s @ (401 | 403))) => {
-            metrics.upstream_failure(&route, "auth");
-            shared.auth_watch.record(&route, s);
+            metrics.upstream_failure(route, "auth");
+            shared.auth_watch.record(route, s);
         }
         _ => {}
     }
