@@ -22,6 +22,8 @@ pub(super) fn init_logging(format: LogFormat) -> tracing_appender::non_blocking:
         .with_ansi(ansi)
         .with_writer(stderr);
     match format {
+        // Without colour, fields are written straight (same bytes, a fraction of the work).
+        LogFormat::Text if !ansi => builder.fmt_fields(super::log_fields::PlainFields).init(),
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }

@@ -6,6 +6,7 @@ pub mod check_live;
 mod demo;
 mod dev_certs;
 mod hash_token;
+mod log_fields;
 mod logging;
 mod report;
 mod runtime;
