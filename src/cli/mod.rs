@@ -131,7 +131,13 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Kept to the end of main: dropping it writes what tracing still has queued (bounded).
-    let _tracing_writer = logging::init_logging(cli.log_format);
+    let _tracing_writer = match logging::init_logging(cli.log_format) {
+        Ok(writer) => writer,
+        Err(e) => {
+            eprintln!("scim-proxy: cannot start the log writer thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
         Command::HashToken => hash_token::run(),
         Command::Check {

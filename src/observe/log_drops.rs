@@ -1,6 +1,8 @@
 //! Log records lost because a sink did not keep up: the traffic log's and the `tracing` writer's.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use crate::observe::batched_writer::BatchedWriter;
 
 /// Log records dropped since start because a sink did not keep up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,17 +17,15 @@ impl LogDrops {
     }
 }
 
-/// The loss count of the process's non-blocking `tracing` writer, set once by `main`.
-static TRACING_LOSSES: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+/// The process's `tracing` writer, set once by `main`.
+static TRACING_LINES: OnceLock<Arc<BatchedWriter>> = OnceLock::new();
 
 /// Makes the `tracing` writer's losses visible in `/metrics` and `/readyz`.
-pub fn count_tracing_losses(counter: tracing_appender::non_blocking::ErrorCounter) {
-    let _ = TRACING_LOSSES.set(counter);
+pub(crate) fn count_tracing_losses(lines: Arc<BatchedWriter>) {
+    let _ = TRACING_LINES.set(lines);
 }
 
-/// Lines the `tracing` writer dropped since start (0 when it is not the non-blocking one).
+/// Lines the `tracing` writer dropped since start (0 when it is not the batched one).
 pub fn tracing_dropped() -> u64 {
-    TRACING_LOSSES
-        .get()
-        .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+    TRACING_LINES.get().map_or(0, |lines| lines.dropped())
 }

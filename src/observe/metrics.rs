@@ -12,7 +12,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-pub use crate::observe::log_drops::{LogDrops, count_tracing_losses, tracing_dropped};
+pub(crate) use crate::observe::log_drops::count_tracing_losses;
+pub use crate::observe::log_drops::{LogDrops, tracing_dropped};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {

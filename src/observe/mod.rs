@@ -1,6 +1,7 @@
 //! What the proxy tells its operators: metrics, the traffic log, and the report over it.
 
 pub mod auth_watch;
+pub(crate) mod batched_writer;
 mod body_mask;
 mod credentials;
 mod log_drops;

@@ -73,6 +73,21 @@ impl RotatingFile {
         Ok(())
     }
 
+    /// Writes a batch of whole lines: in one write when it fits in the current file, else line by
+    /// line so that rotation still falls between lines. The first error is returned, after the rest.
+    pub(crate) fn write_lines(&mut self, batch: &[u8]) -> io::Result<()> {
+        if self.size + batch.len() as u64 <= self.max_bytes {
+            return self.write_line(batch);
+        }
+        let mut first_error = None;
+        for line in batch.split_inclusive(|&b| b == b'\n') {
+            if let Err(e) = self.write_line(line) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Writes the line whole. A failed rotation is reported, but the line still goes to the current file:
     /// an oversized file is better than a lost record.
     pub(crate) fn write_line(&mut self, line: &[u8]) -> io::Result<()> {

@@ -3,35 +3,26 @@
 
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-
+use crate::observe::batched_writer::{BatchSink, BatchedWriter, Bounds};
 use crate::observe::record::TrafficRecord;
 use crate::observe::rotating_file::RotatingFile;
 
 /// Writes records as JSON lines from a thread of its own, so that a sink that stops draining (a full
-/// pipe, a hung log shipper, a slow disk) never blocks request handling. Records wait in a bounded
-/// queue; when it is full a record is dropped and counted (`dropped`), never a request delayed.
-/// A failed write is counted (`write_errors`) and warned about at most once a minute.
+/// pipe, a hung log shipper, a slow disk) never blocks request handling. Records wait, bounded in
+/// count and bytes, and are written in batches; what does not fit is dropped and counted (`dropped`),
+/// never a request delayed. A failed write is counted (`write_errors`) and warned about at most once
+/// a minute.
 pub struct TrafficLog {
-    queue: Sender<Queued>,
+    lines: BatchedWriter,
     state: Arc<WriterState>,
-}
-
-/// What the writer thread is sent: a line, or a request to say when everything before it is written.
-enum Queued {
-    Line(Vec<u8>),
-    Flush(Sender<()>),
 }
 
 struct WriterState {
     errors: AtomicU64,
-    dropped: AtomicU64,
-    /// Bytes of the lines waiting, so that large captured bodies cannot queue without bound.
-    queued_bytes: AtomicUsize,
     last_warning: Mutex<Option<Instant>>,
 }
 
@@ -41,13 +32,24 @@ enum Sink {
     Writer(Box<dyn Write + Send>),
 }
 
+impl BatchSink for Sink {
+    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(batch).and_then(|()| out.flush())
+            }
+            Sink::Writer(w) => w.write_all(batch).and_then(|()| w.flush()),
+            Sink::File(f) => f.write_lines(batch),
+        }
+    }
+}
+
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Records waiting for a stalled sink before new ones are dropped (`log.queue_records`'s default).
 pub const QUEUE_RECORDS: usize = 8192;
 /// Bytes waiting for a stalled sink before new records are dropped.
 pub const QUEUE_BYTES: usize = 64 << 20;
-/// How long dropping the log waits for the queue to be written.
-const FLUSH_ON_DROP: Duration = Duration::from_secs(5);
 
 impl TrafficLog {
     pub fn stdout(queue_records: usize) -> io::Result<TrafficLog> {
@@ -77,19 +79,20 @@ impl TrafficLog {
     }
 
     fn with_sink(sink: Sink, queue_records: usize) -> io::Result<TrafficLog> {
-        let (queue, lines) = crossbeam_channel::bounded(queue_records.max(1));
         let state = Arc::new(WriterState {
             errors: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            queued_bytes: AtomicUsize::new(0),
             last_warning: Mutex::new(None),
         });
-        let writer_state = state.clone();
-        // The thread ends when the log is dropped (the queue disconnects) after writing what is queued.
-        std::thread::Builder::new()
-            .name("traffic-log".into())
-            .spawn(move || drain(sink, &lines, &writer_state))?;
-        Ok(TrafficLog { queue, state })
+        let writer_state = Arc::clone(&state);
+        let bounds = Bounds {
+            lines: queue_records,
+            bytes: QUEUE_BYTES,
+        };
+        // The thread ends when the log is dropped, after writing what is queued.
+        let lines = BatchedWriter::spawn("traffic-log", sink, bounds, move |e| {
+            writer_state.failed(&e.to_string())
+        })?;
+        Ok(TrafficLog { lines, state })
     }
 
     /// Queues one record as one line; never waits for the sink. A full queue drops the record.
@@ -100,28 +103,12 @@ impl TrafficLog {
             Err(e) => return self.state.failed(&e.to_string()),
         };
         line.push(b'\n');
-        let len = line.len();
-        let queued = self.state.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        // One record over the byte bound still goes when nothing waits: it is not lost for its size.
-        let over = queued > 0 && queued + len > QUEUE_BYTES;
-        if over || self.queue.try_send(Queued::Line(line)).is_err() {
-            self.state.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            self.state.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.lines.push(&line);
     }
 
     /// Waits (at most `limit`) until every record queued before this call is written; false on timeout.
     pub fn flush(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let (done, written) = crossbeam_channel::bounded(1);
-        if self
-            .queue
-            .send_deadline(Queued::Flush(done), deadline)
-            .is_err()
-        {
-            return false;
-        }
-        written.recv_deadline(deadline).is_ok()
+        self.lines.flush(limit)
     }
 
     /// Failed writes and rotations since start (for metrics).
@@ -131,39 +118,7 @@ impl TrafficLog {
 
     /// Records dropped since start because the sink did not keep up.
     pub fn dropped(&self) -> u64 {
-        self.state.dropped.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for TrafficLog {
-    /// What is queued is written before the log goes (bounded: a stalled sink does not hold up exit).
-    fn drop(&mut self) {
-        self.flush(FLUSH_ON_DROP);
-    }
-}
-
-/// The writer thread: blocking writes happen here, off the async runtime.
-fn drain(mut sink: Sink, lines: &Receiver<Queued>, state: &WriterState) {
-    for queued in lines {
-        let line = match queued {
-            Queued::Line(line) => line,
-            Queued::Flush(done) => {
-                let _ = done.try_send(());
-                continue;
-            }
-        };
-        state.queued_bytes.fetch_sub(line.len(), Ordering::Relaxed);
-        let result = match &mut sink {
-            Sink::Stdout => {
-                let mut out = io::stdout().lock();
-                out.write_all(&line).and_then(|()| out.flush())
-            }
-            Sink::Writer(w) => w.write_all(&line).and_then(|()| w.flush()),
-            Sink::File(f) => f.write_line(&line),
-        };
-        if let Err(e) = result {
-            state.failed(&e.to_string());
-        }
+        self.lines.dropped()
     }
 }
 
