@@ -5,8 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::net::TcpStream;
+use std::future::Future;
+use std::pin::Pin;
 
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::Limits;
 use crate::proxy::conn::{ConnInfo, ConnState};
 use crate::server::proxy_protocol;
 use crate::server::serving::{LOG_TARGET, Stops, serve_http};
@@ -39,31 +44,71 @@ pub(crate) async fn handle_connection(
     };
     let limits = &snapshot.config.limits;
     let Some(acceptor) = &snapshot.tls else {
-        return serve_http(stream, conn(false, None), shared.clone(), limits, stops).await;
+        return Box::pin(serve_http(
+            stream,
+            conn(false, None),
+            shared.clone(),
+            limits,
+            stops,
+        ))
+        .await;
     };
-    let handshake =
-        tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await;
+    // Each phase's state on the heap, its locals in a block or a plain fn of their own: the compiler
+    // keeps an async fn's locals in the task (moved-from ones too), which made an idle connection's
+    // task 12 KiB.
+    let next = {
+        let handshake = Box::pin(tokio::time::timeout(
+            limits.tls_handshake_timeout,
+            acceptor.accept(stream),
+        ))
+        .await;
+        after_handshake(handshake, peer, &shared, limits, stops, &conn)
+    };
+    if let Some(next) = next {
+        next.await;
+    }
+}
+
+type Phase<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// What follows the TLS handshake: nothing (it failed), the end of a tls-alpn-01 validation, or HTTP.
+fn after_handshake<'a>(
+    handshake: Result<std::io::Result<TlsStream<TcpStream>>, tokio::time::error::Elapsed>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    limits: &'a Limits,
+    stops: Stops,
+    conn: &dyn Fn(bool, Option<String>) -> ConnInfo,
+) -> Option<Phase<'a>> {
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             shared.metrics.refused("tls");
             tracing::debug!(target: LOG_TARGET, peer = %peer, error = %e, "TLS handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             shared.metrics.refused("tls");
             tracing::debug!(target: LOG_TARGET, peer = %peer, "TLS handshake timed out");
-            return;
+            return None;
         }
     };
     // A CA's tls-alpn-01 validation only needs the handshake (RFC 8737 §3); no HTTP follows.
     if tls.get_ref().1.alpn_protocol() == Some(crate::tls::acme::ACME_TLS_ALPN) {
-        let mut tls = tls;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-        return;
+        return Some(Box::pin(async move {
+            let mut tls = tls;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        }));
     }
     let sni = tls.get_ref().1.server_name().map(str::to_owned);
-    serve_http(tls, conn(true, sni), shared.clone(), limits, stops).await;
+    let info = conn(true, sni);
+    Some(Box::pin(serve_http(
+        tls,
+        info,
+        shared.clone(),
+        limits,
+        stops,
+    )))
 }
 
 /// The client a trusted load balancer names in its PROXY header (itself when the header says

@@ -44,9 +44,10 @@ pub(crate) async fn serve_http<I>(
     let state = conn.state.clone();
     let builder = http_builder(limits);
     let service = TowerToHyperService::new(ProxyService::new(shared, conn));
-    let connection =
-        builder.serve_connection(TokioIo::new(Tracked::new(io, state.clone())), service);
-    tokio::pin!(connection);
+    // Boxed as it is made: pinned on the stack, the connection (with the TLS stream in it) took
+    // room twice in this future.
+    let mut connection =
+        Box::pin(builder.serve_connection(TokioIo::new(Tracked::new(io, state.clone())), service));
     let mut timers = Timers::new(limits);
     let mut tick = tokio::time::interval(timers.tick_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
