@@ -13,9 +13,10 @@
 #   - scim-proxy (serve, [runtime] worker_threads = 1, [log] traffic = "off"): scim-proxy.toml.in;
 #   - nginx as the reference proxy doing the same job: nginx-proxy.conf.in;
 #   - for one extra scenario, a second scim-proxy writing the traffic log to a file.
-# The load generator (wrk, one thread) runs on core LOADGEN_CPU (0); the upstream and the proxies
-# on SERVER_CPU (1). Every scenario runs REPS times, the targets interleaved within each
-# repetition. The idle-connection client is idle_conns.py. The table comes from summarize.py.
+# The load generator (wrk, one thread) runs on core LOADGEN_CPU,
+# the upstream on UPSTREAM_CPU and the proxies (scim-proxy, scim-proxy+log, nginx) on PROXY_CPU.
+# Every scenario runs REPS times, the targets interleaved within each repetition. The
+# idle-connection client is idle_conns.py. The table comes from summarize.py.
 #
 # Everything listens on 127.0.0.1 only. Everything started is stopped on exit (each server runs
 # in its own process group, killed as a group). The measuring part takes about 5 minutes with the
@@ -24,7 +25,10 @@
 # Settings (environment):
 #   DURATION=5 REPS=3 WARMUP=1   seconds per measured run, repetitions, seconds of warm-up per target
 #   MAX_SECONDS=540              no new run starts after this many seconds of measuring
-#   LOADGEN_CPU=0 SERVER_CPU=1   pinning
+#   LOADGEN_CPU UPSTREAM_CPU PROXY_CPU
+#                                pinning; defaults by `nproc`: >= 3 cores 0, 1, 2; 2 cores 0, 1, 1;
+#                                1 core 0, 0, 0. SERVER_CPU (the former setting) still works: it sets
+#                                both UPSTREAM_CPU and PROXY_CPU unless those are set themselves.
 #   UP_PORT=19443 PROXY_PORT=18443 NGX_PORT=18444 LOG_PORT=18445 NGX_KA_PORT=18446
 #   IDLE_N=1000                  idle TLS connections for the memory reading
 #   OUT=target/load-bench/<time> where the table, the raw TSVs and the logs are kept
@@ -52,8 +56,6 @@ DURATION="${DURATION:-5}"
 REPS="${REPS:-3}"
 WARMUP="${WARMUP:-1}"
 MAX_SECONDS="${MAX_SECONDS:-540}"
-LOADGEN_CPU="${LOADGEN_CPU:-0}"
-SERVER_CPU="${SERVER_CPU:-1}"
 UP_PORT="${UP_PORT:-19443}"
 PROXY_PORT="${PROXY_PORT:-18443}"
 NGX_PORT="${NGX_PORT:-18444}"
@@ -88,11 +90,27 @@ if ((${#missing[@]})); then
 fi
 nginx -V 2>&1 | grep -q -- '--with-http_sub_module' || die "this nginx lacks sub_filter (http_sub_module)"
 cores=$(nproc)
+# CPU layout: the load generator, the upstream and the proxies each on a core of their own when
+# there are three; with two, the upstream and the proxies share the second; with one, all share it.
+if ((cores >= 3)); then
+    def_up=1 def_proxy=2
+elif ((cores == 2)); then
+    def_up=1 def_proxy=1
+else
+    def_up=0 def_proxy=0
+fi
+LOADGEN_CPU="${LOADGEN_CPU:-0}"
+UPSTREAM_CPU="${UPSTREAM_CPU:-${SERVER_CPU:-$def_up}}"
+PROXY_CPU="${PROXY_CPU:-${SERVER_CPU:-$def_proxy}}"
 if ((cores < 2)); then
     log "only $cores core: load generator and servers share core 0 (ratios still count, absolute numbers do not)"
     LOADGEN_CPU=0
-    SERVER_CPU=0
+    UPSTREAM_CPU=0
+    PROXY_CPU=0
 fi
+for c in "$LOADGEN_CPU" "$UPSTREAM_CPU" "$PROXY_CPU"; do
+    [[ "$c" =~ ^[0-9]+$ ]] || die "LOADGEN_CPU, UPSTREAM_CPU and PROXY_CPU are core numbers, not '$c'"
+done
 
 # ------------------------------------------------------------------ build
 BIN="${SCIM_PROXY_BIN:-$ROOT/target/release/scim-proxy}"
@@ -183,7 +201,7 @@ nginx_worker() {
     echo "python3: $(python3 -V 2>&1)"
     echo "kernel: $(uname -sr)"
     echo "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo) x $cores"
-    echo "pinning: load generator on core $LOADGEN_CPU, upstream and proxies on core $SERVER_CPU"
+    echo "pinning: load generator on core $LOADGEN_CPU, upstream on core $UPSTREAM_CPU, proxies (scim-proxy, scim-proxy+log, nginx) on core $PROXY_CPU"
     echo "runs: ${DURATION}s x $REPS reps per target, ${WARMUP}s warm-up, interleaved"
 } >"$OUT/meta.txt"
 cat "$OUT/meta.txt" >&2
@@ -229,13 +247,13 @@ nginx -t -q -p "$WORK" -e "$WORK/nginx-proxy-error.log" -c "$WORK/nginx-proxy.co
 nginx -t -q -p "$WORK" -e "$WORK/nginx-ka128-error.log" -c "$WORK/nginx-ka128.conf"
 "$BIN" check --config "$WORK/scim-proxy.toml" >"$OUT/check.txt" 2>&1 || die "scim-proxy check: $(cat "$OUT/check.txt")"
 
-start upstream "$SERVER_CPU" nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/nginx-upstream.conf"
-start nginx "$SERVER_CPU" nginx -p "$WORK" -e "$WORK/nginx-proxy-error.log" -c "$WORK/nginx-proxy.conf"
-start nginx-ka128 "$SERVER_CPU" nginx -p "$WORK" -e "$WORK/nginx-ka128-error.log" -c "$WORK/nginx-ka128.conf"
+start upstream "$UPSTREAM_CPU" nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/nginx-upstream.conf"
+start nginx "$PROXY_CPU" nginx -p "$WORK" -e "$WORK/nginx-proxy-error.log" -c "$WORK/nginx-proxy.conf"
+start nginx-ka128 "$PROXY_CPU" nginx -p "$WORK" -e "$WORK/nginx-ka128-error.log" -c "$WORK/nginx-ka128.conf"
 # RUST_LOG as shipped (info): with the traffic log off, scim-proxy writes one access line per
 # request to stderr, as it would to journald.
-start scim-proxy "$SERVER_CPU" env -u RUST_LOG "$BIN" serve --config "$WORK/scim-proxy.toml"
-start scim-proxy-log "$SERVER_CPU" env -u RUST_LOG "$BIN" serve --config "$WORK/scim-proxy-log.toml"
+start scim-proxy "$PROXY_CPU" env -u RUST_LOG "$BIN" serve --config "$WORK/scim-proxy.toml"
+start scim-proxy-log "$PROXY_CPU" env -u RUST_LOG "$BIN" serve --config "$WORK/scim-proxy-log.toml"
 for p in "$UP_PORT" "$NGX_PORT" "$PROXY_PORT" "$LOG_PORT" "$NGX_KA_PORT"; do wait_port "$p"; done
 
 declare -A URL TOKEN MEMPID
