@@ -29,7 +29,7 @@
 #                                pinning; defaults by `nproc`: >= 3 cores 0, 1, 2; 2 cores 0, 1, 1;
 #                                1 core 0, 0, 0. SERVER_CPU (the former setting) still works: it sets
 #                                both UPSTREAM_CPU and PROXY_CPU unless those are set themselves.
-#   UP_PORT=19443 PROXY_PORT=18443 NGX_PORT=18444 LOG_PORT=18445 NGX_KA_PORT=18446
+#   UP_PORT=19443 PROXY_PORT=18443 NGX_PORT=18444 LOG_PORT=18445
 #   IDLE_N=1000                  idle TLS connections for the memory reading
 #   OUT=target/load-bench/<time> where the table, the raw TSVs and the logs are kept
 #   SKIP_INSTALL=1 SKIP_BUILD=1  skip the package check or the cargo build
@@ -37,10 +37,9 @@
 #                                list1m_c4 newconn_c16 get1k_c16_log idle). Memory is read from the
 #                                long-running processes: the allocator keeps what earlier scenarios
 #                                used, so idle (1,000 held connections) runs last.
-#   NGINX_UPSTREAM_KEEPALIVE=32  nginx's pooled upstream connections (the issue's configuration);
-#                                beyond it, nginx opens and closes an upstream connection per request.
-#                                At 128 connections a second nginx ("nginx-ka128", keepalive 128,
-#                                otherwise the same) runs too, to show what that costs nginx.
+#   NGINX_UPSTREAM_KEEPALIVE=128 nginx's pooled upstream connections: at least the largest client
+#                                connection count, so that nginx pools as scim-proxy does; beyond it,
+#                                nginx opens and closes an upstream connection per request.
 #   UPSTREAM_HTTP2=1             the upstream also offers h2 (ALPN): scim-proxy then multiplexes its
 #                                requests over HTTP/2 upstream, which nginx's proxy_pass cannot do
 #   SCIM_PROXY_BIN=path          another scim-proxy binary (e.g. a build with debug line tables)
@@ -60,7 +59,7 @@ UP_PORT="${UP_PORT:-19443}"
 PROXY_PORT="${PROXY_PORT:-18443}"
 NGX_PORT="${NGX_PORT:-18444}"
 LOG_PORT="${LOG_PORT:-18445}"
-NGX_KA_PORT="${NGX_KA_PORT:-18446}"
+NGINX_UPSTREAM_KEEPALIVE="${NGINX_UPSTREAM_KEEPALIVE:-128}"
 IDLE_N="${IDLE_N:-1000}"
 SCENARIOS="${SCENARIOS:-get1k_c1 get1k_c16 get1k_c128 list1m_c4 newconn_c16 get1k_c16_log idle}"
 OUT="${OUT:-$ROOT/target/load-bench/$(date +%Y%m%d-%H%M%S)}"
@@ -153,7 +152,7 @@ wait_port() {
     done
     die "nothing listens on 127.0.0.1:$1 (logs: $OUT/*.stderr after exit)"
 }
-for p in "$UP_PORT" "$PROXY_PORT" "$NGX_PORT" "$LOG_PORT" "$NGX_KA_PORT"; do
+for p in "$UP_PORT" "$PROXY_PORT" "$NGX_PORT" "$LOG_PORT"; do
     port_free "$p" || die "127.0.0.1:$p is in use"
 done
 
@@ -196,6 +195,7 @@ nginx_worker() {
     echo "binary: $BIN (built $(date -u -r "$BIN" +%FT%TZ), sha256 $(sha256sum "$BIN" | cut -c1-12))"
     echo "rustc: $(rustc -V 2>/dev/null || echo '?')"
     echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    echo "nginx reference proxy: upstream keepalive $NGINX_UPSTREAM_KEEPALIVE"
     echo "wrk: $(wrk -v 2>&1 | head -n1 || true)"
     echo "openssl: $(openssl version 2>/dev/null || echo '?')"
     echo "python3: $(python3 -V 2>&1)"
@@ -233,8 +233,7 @@ render() { # template output [KEY=VALUE]...
     ! grep -q '@[A-Z_]*@' "$out" || die "unrendered placeholder in $out"
 }
 render "$HERE/nginx-upstream.conf.in" "$WORK/nginx-upstream.conf" UP_HTTP2="${UPSTREAM_HTTP2:+ http2}"
-render "$HERE/nginx-proxy.conf.in" "$WORK/nginx-proxy.conf" NAME=nginx-proxy KEEPALIVE="${NGINX_UPSTREAM_KEEPALIVE:-32}"
-render "$HERE/nginx-proxy.conf.in" "$WORK/nginx-ka128.conf" NAME=nginx-ka128 KEEPALIVE=128 NGX_PORT="$NGX_KA_PORT"
+render "$HERE/nginx-proxy.conf.in" "$WORK/nginx-proxy.conf" NAME=nginx-proxy KEEPALIVE="$NGINX_UPSTREAM_KEEPALIVE"
 render "$HERE/scim-proxy.toml.in" "$WORK/scim-proxy.toml" PORT="$PROXY_PORT" TRAFFIC=off
 render "$HERE/scim-proxy.toml.in" "$WORK/scim-proxy-log.toml" PORT="$LOG_PORT" TRAFFIC=traffic.jsonl
 cp "$WORK"/*.conf "$WORK"/*.toml "$OUT/"
@@ -244,32 +243,27 @@ sed -i "s|$OLD_TOKEN|<old token>|g; s|$V2_TOKEN|<v2 token>|g" "$OUT"/*.conf
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || log "could not raise the open-file limit ($(ulimit -n))"
 nginx -t -q -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/nginx-upstream.conf"
 nginx -t -q -p "$WORK" -e "$WORK/nginx-proxy-error.log" -c "$WORK/nginx-proxy.conf"
-nginx -t -q -p "$WORK" -e "$WORK/nginx-ka128-error.log" -c "$WORK/nginx-ka128.conf"
 "$BIN" check --config "$WORK/scim-proxy.toml" >"$OUT/check.txt" 2>&1 || die "scim-proxy check: $(cat "$OUT/check.txt")"
 
 start upstream "$UPSTREAM_CPU" nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/nginx-upstream.conf"
 start nginx "$PROXY_CPU" nginx -p "$WORK" -e "$WORK/nginx-proxy-error.log" -c "$WORK/nginx-proxy.conf"
-start nginx-ka128 "$PROXY_CPU" nginx -p "$WORK" -e "$WORK/nginx-ka128-error.log" -c "$WORK/nginx-ka128.conf"
 # RUST_LOG as shipped (info): with the traffic log off, scim-proxy writes one access line per
 # request to stderr, as it would to journald.
 start scim-proxy "$PROXY_CPU" env -u RUST_LOG "$BIN" serve --config "$WORK/scim-proxy.toml"
 start scim-proxy-log "$PROXY_CPU" env -u RUST_LOG "$BIN" serve --config "$WORK/scim-proxy-log.toml"
-for p in "$UP_PORT" "$NGX_PORT" "$PROXY_PORT" "$LOG_PORT" "$NGX_KA_PORT"; do wait_port "$p"; done
+for p in "$UP_PORT" "$NGX_PORT" "$PROXY_PORT" "$LOG_PORT"; do wait_port "$p"; done
 
 declare -A URL TOKEN MEMPID
 URL[direct]="https://localhost:$UP_PORT/api/v2/scim"
 URL[scim-proxy]="https://localhost:$PROXY_PORT/SCIM/v2"
 URL[nginx]="https://localhost:$NGX_PORT/SCIM/v2"
 URL[scim-proxy+log]="https://localhost:$LOG_PORT/SCIM/v2"
-URL[nginx-ka128]="https://localhost:$NGX_KA_PORT/SCIM/v2"
 TOKEN[direct]="$V2_TOKEN"
 TOKEN[scim-proxy]="$OLD_TOKEN"
 TOKEN[nginx]="$OLD_TOKEN"
 TOKEN[scim-proxy+log]="$OLD_TOKEN"
-TOKEN[nginx-ka128]="$OLD_TOKEN"
 MEMPID[direct]=$(nginx_worker "$PID_upstream")
 MEMPID[nginx]=$(nginx_worker "$PID_nginx")
-MEMPID[nginx-ka128]=$(nginx_worker "$PID_nginx_ka128")
 MEMPID[scim-proxy]="$PID_scim_proxy"
 MEMPID[scim-proxy+log]="$PID_scim_proxy_log"
 log "up: upstream :$UP_PORT (worker ${MEMPID[direct]}), scim-proxy :$PROXY_PORT (pid $PID_scim_proxy), nginx :$NGX_PORT (worker ${MEMPID[nginx]}), scim-proxy+log :$LOG_PORT"
@@ -294,7 +288,7 @@ check() { # target path token expected-status [expected-URL-count]
         [[ "$n_base" == "$urls" && "$n_up" == 0 ]] || die "$t $path: $n_base client URLs and $n_up upstream URLs, want $urls and 0"
     fi
 }
-for t in direct scim-proxy nginx scim-proxy+log nginx-ka128; do
+for t in direct scim-proxy nginx scim-proxy+log; do
     check "$t" /Users/1 "${TOKEN[$t]}" 200 3
     check "$t" "/Users?startIndex=1&count=1000" "${TOKEN[$t]}" 200 3000
     check "$t" /Users/1 "" 401
@@ -309,7 +303,7 @@ SC_PATH=([get1k_c1]=/Users/1 [get1k_c16]=/Users/1 [get1k_c128]=/Users/1
     [list1m_c4]="/Users?startIndex=1&count=1000" [newconn_c16]=/Users/1 [get1k_c16_log]=/Users/1)
 SC_HDR=([newconn_c16]="Connection: close")
 DEFAULT_TARGETS="direct scim-proxy nginx"
-SC_TARGETS=([get1k_c16_log]="scim-proxy scim-proxy+log" [get1k_c128]="direct scim-proxy nginx nginx-ka128")
+SC_TARGETS=([get1k_c16_log]="scim-proxy scim-proxy+log")
 
 RESULTS="$OUT/results.tsv"
 printf 'scenario\ttarget\trep\trps\tp50_us\tp99_us\terrors\tnon2xx\thwm_kb\tcpu_us_per_req\tsys_us_per_req\tup_us_per_req\n' >"$RESULTS"

@@ -56,7 +56,7 @@ def main():
     emit("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for sc, label in SCENARIOS.items():
         targets = [t for (s, t) in by if s == sc]
-        order = ["direct", "scim-proxy", "scim-proxy+log", "nginx", "nginx-ka128"]
+        order = ["direct", "scim-proxy", "scim-proxy+log", "nginx"]
         for t in sorted(targets, key=lambda t: order.index(t) if t in order else 9):
             key = (sc, t)
             rps = med(key, "rps")
@@ -120,10 +120,6 @@ def main():
     p99_line("get1k_c16", "1 KB GET at 16 conns: p99 <= nginx")
     ratio_line("get1k_c128", 1.5, "1 KB GET at 128 conns: >= 1.5x nginx req/s")
     p99_line("get1k_c128", "1 KB GET at 128 conns: p99 <= nginx")
-    k = med(("get1k_c128", "nginx-ka128"), "rps")
-    p = med(("get1k_c128", "scim-proxy"), "rps")
-    if k and p:
-        emit(f"| (for reference) 1 KB GET at 128 conns against nginx with upstream keepalive 128 | {p / k:.2f}x | - |")
     ratio_line("list1m_c4", 2.0, "1 MB ListResponse: >= 2x nginx req/s")
     rss = peak(("list1m_c4", "scim-proxy"))
     if rss:
