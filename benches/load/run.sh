@@ -12,7 +12,9 @@
 #     GET /api/v2/scim/Users?... (~1 MB ListResponse, 3,000 upstream URLs) over TLS, keep-alive;
 #   - scim-proxy (serve, [runtime] worker_threads = 1, [log] traffic = "off"): scim-proxy.toml.in;
 #   - nginx as the reference proxy doing the same job: nginx-proxy.conf.in;
-#   - for one extra scenario, a second scim-proxy writing the traffic log to a file.
+#   - for one extra scenario, a second scim-proxy writing the traffic log to a file, with an admin
+#     listener (ADMIN_PORT): at the end, its /metrics give the records dropped and the requests
+#     served, beside the lines written (OUT/traffic-log.tsv).
 # The load generator (wrk, one thread) runs on core LOADGEN_CPU,
 # the upstream on UPSTREAM_CPU and the proxies (scim-proxy, scim-proxy+log, nginx) on PROXY_CPU.
 # Every scenario runs REPS times, the targets interleaved within each repetition. The
@@ -29,7 +31,7 @@
 #                                pinning; defaults by `nproc`: >= 3 cores 0, 1, 2; 2 cores 0, 1, 1;
 #                                1 core 0, 0, 0. SERVER_CPU (the former setting) still works: it sets
 #                                both UPSTREAM_CPU and PROXY_CPU unless those are set themselves.
-#   UP_PORT=19443 PROXY_PORT=18443 NGX_PORT=18444 LOG_PORT=18445
+#   UP_PORT=19443 PROXY_PORT=18443 NGX_PORT=18444 LOG_PORT=18445 ADMIN_PORT=18447
 #   IDLE_N=1000                  idle TLS connections for the memory reading
 #   OUT=target/load-bench/<time> where the table, the raw TSVs and the logs are kept
 #   SKIP_INSTALL=1 SKIP_BUILD=1  skip the package check or the cargo build
@@ -59,6 +61,7 @@ UP_PORT="${UP_PORT:-19443}"
 PROXY_PORT="${PROXY_PORT:-18443}"
 NGX_PORT="${NGX_PORT:-18444}"
 LOG_PORT="${LOG_PORT:-18445}"
+ADMIN_PORT="${ADMIN_PORT:-18447}"
 NGINX_UPSTREAM_KEEPALIVE="${NGINX_UPSTREAM_KEEPALIVE:-128}"
 IDLE_N="${IDLE_N:-1000}"
 SCENARIOS="${SCENARIOS:-get1k_c1 get1k_c16 get1k_c128 list1m_c4 newconn_c16 get1k_c16_log idle}"
@@ -136,7 +139,6 @@ cleanup() {
     for f in "$WORK"/*.stdout "$WORK"/*.stderr "$WORK"/*-error.log; do
         [[ -s "$f" ]] && tail -n 50 "$f" >"$OUT/$(basename "$f")" 2>/dev/null
     done
-    [[ -f "$WORK/traffic.jsonl" ]] && wc -l <"$WORK/traffic.jsonl" >"$OUT/traffic-log-lines.txt" 2>/dev/null
     rm -rf "$WORK"
     exit "$rc"
 }
@@ -152,7 +154,7 @@ wait_port() {
     done
     die "nothing listens on 127.0.0.1:$1 (logs: $OUT/*.stderr after exit)"
 }
-for p in "$UP_PORT" "$PROXY_PORT" "$NGX_PORT" "$LOG_PORT"; do
+for p in "$UP_PORT" "$PROXY_PORT" "$NGX_PORT" "$LOG_PORT" "$ADMIN_PORT"; do
     port_free "$p" || die "127.0.0.1:$p is in use"
 done
 
@@ -234,8 +236,11 @@ render() { # template output [KEY=VALUE]...
 }
 render "$HERE/nginx-upstream.conf.in" "$WORK/nginx-upstream.conf" UP_HTTP2="${UPSTREAM_HTTP2:+ http2}"
 render "$HERE/nginx-proxy.conf.in" "$WORK/nginx-proxy.conf" NAME=nginx-proxy KEEPALIVE="$NGINX_UPSTREAM_KEEPALIVE"
-render "$HERE/scim-proxy.toml.in" "$WORK/scim-proxy.toml" PORT="$PROXY_PORT" TRAFFIC=off
-render "$HERE/scim-proxy.toml.in" "$WORK/scim-proxy-log.toml" PORT="$LOG_PORT" TRAFFIC=traffic.jsonl
+render "$HERE/scim-proxy.toml.in" "$WORK/scim-proxy.toml" PORT="$PROXY_PORT" TRAFFIC=off ADMIN=
+# The instance with the traffic log also has the admin listener, for its drop counter (GNU sed
+# turns the \n into a newline).
+render "$HERE/scim-proxy.toml.in" "$WORK/scim-proxy-log.toml" PORT="$LOG_PORT" TRAFFIC=traffic.jsonl \
+    ADMIN="[admin]\naddr = \"127.0.0.1:$ADMIN_PORT\""
 cp "$WORK"/*.conf "$WORK"/*.toml "$OUT/"
 sed -i "s|$OLD_TOKEN|<old token>|g; s|$V2_TOKEN|<v2 token>|g" "$OUT"/*.conf
 
@@ -244,6 +249,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || log "could not rais
 nginx -t -q -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/nginx-upstream.conf"
 nginx -t -q -p "$WORK" -e "$WORK/nginx-proxy-error.log" -c "$WORK/nginx-proxy.conf"
 "$BIN" check --config "$WORK/scim-proxy.toml" >"$OUT/check.txt" 2>&1 || die "scim-proxy check: $(cat "$OUT/check.txt")"
+"$BIN" check --config "$WORK/scim-proxy-log.toml" >"$OUT/check-log.txt" 2>&1 || die "scim-proxy check (traffic log): $(cat "$OUT/check-log.txt")"
 
 start upstream "$UPSTREAM_CPU" nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/nginx-upstream.conf"
 start nginx "$PROXY_CPU" nginx -p "$WORK" -e "$WORK/nginx-proxy-error.log" -c "$WORK/nginx-proxy.conf"
@@ -251,7 +257,7 @@ start nginx "$PROXY_CPU" nginx -p "$WORK" -e "$WORK/nginx-proxy-error.log" -c "$
 # request to stderr, as it would to journald.
 start scim-proxy "$PROXY_CPU" env -u RUST_LOG "$BIN" serve --config "$WORK/scim-proxy.toml"
 start scim-proxy-log "$PROXY_CPU" env -u RUST_LOG "$BIN" serve --config "$WORK/scim-proxy-log.toml"
-for p in "$UP_PORT" "$NGX_PORT" "$PROXY_PORT" "$LOG_PORT"; do wait_port "$p"; done
+for p in "$UP_PORT" "$NGX_PORT" "$PROXY_PORT" "$LOG_PORT" "$ADMIN_PORT"; do wait_port "$p"; done
 
 declare -A URL TOKEN MEMPID
 URL[direct]="https://localhost:$UP_PORT/api/v2/scim"
@@ -411,6 +417,36 @@ for sc in $SCENARIOS; do
         done
     done
 done
+
+# ------------------------------------------------------------------ traffic log: written, dropped, served
+# After the runs: scim-proxy+log's own counters (requests answered, including warm-ups and the
+# checks; traffic records dropped) and the lines in its traffic log, rotated files included.
+traffic_log_report() {
+    local metrics="$OUT/metrics-scim-proxy-log.txt"
+    if ! curl -sS --max-time 10 -o "$metrics" "http://127.0.0.1:$ADMIN_PORT/metrics"; then
+        log "could not read scim-proxy+log's /metrics on 127.0.0.1:$ADMIN_PORT: no traffic-log.tsv"
+        return 0
+    fi
+    local served dropped written=0 files=0 f
+    served=$(awk '$1 ~ /^scim_proxy_requests_total([{]|$)/ {s += $NF} END {printf "%d", s}' "$metrics")
+    dropped=$(awk '$1 ~ /^scim_proxy_log_records_dropped_total[{].*sink="traffic"/ {s += $NF} END {printf "%d", s}' "$metrics")
+    grep -q '^scim_proxy_log_records_dropped_total' "$metrics" || log "no scim_proxy_log_records_dropped_total in /metrics (renamed?)"
+    # The log's writer thread may still be draining its queue: wait (bounded) for the last lines.
+    for _ in $(seq 1 50); do
+        written=0 files=0
+        for f in "$WORK"/traffic.jsonl "$WORK"/traffic.jsonl.[0-9]*; do
+            [[ -f "$f" ]] || continue
+            files=$((files + 1))
+            written=$((written + $(wc -l <"$f")))
+        done
+        ((written + dropped >= served)) && break
+        sleep 0.1
+    done
+    printf 'records_written\trecords_dropped\trequests_served\tfiles\n%s\t%s\t%s\t%s\n' \
+        "$written" "$dropped" "$served" "$files" >"$OUT/traffic-log.tsv"
+    log "traffic log: $written records written ($files files), $dropped dropped, $served requests served"
+}
+if [[ " $SCENARIOS " == *" get1k_c16_log "* ]]; then traffic_log_report; fi
 
 log "measuring took $(($(date +%s) - T0)) s; results in $OUT"
 echo
