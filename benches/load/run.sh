@@ -15,7 +15,7 @@
 #   - for one extra scenario, a second scim-proxy writing the traffic log to a file, with an admin
 #     listener (ADMIN_PORT): at the end, its /metrics give the records dropped and the requests
 #     served, beside the lines written (OUT/traffic-log.tsv).
-# The load generator (wrk, one thread) runs on core LOADGEN_CPU,
+# The load generator (wrk, one thread; oha for the fixed-rate scenario) runs on core LOADGEN_CPU,
 # the upstream on UPSTREAM_CPU and the proxies (scim-proxy, scim-proxy+log, nginx) on PROXY_CPU.
 # Every scenario runs REPS times, the targets interleaved within each repetition. The
 # idle-connection client is idle_conns.py. The table comes from summarize.py.
@@ -34,11 +34,16 @@
 #   UP_PORT=19443 PROXY_PORT=18443 NGX_PORT=18444 LOG_PORT=18445 ADMIN_PORT=18447
 #   IDLE_N=1000                  idle TLS connections for the memory reading
 #   OUT=target/load-bench/<time> where the table, the raw TSVs and the logs are kept
-#   SKIP_INSTALL=1 SKIP_BUILD=1  skip the package check or the cargo build
+#   SKIP_INSTALL=1 SKIP_BUILD=1  skip the package check (and oha's install) or the cargo build
 #   SCENARIOS="get1k_c1 ..."     a subset or another order (default: get1k_c1 get1k_c16 get1k_c128
-#                                list1m_c4 newconn_c16 get1k_c16_log idle). Memory is read from the
-#                                long-running processes: the allocator keeps what earlier scenarios
-#                                used, so idle (1,000 held connections) runs last.
+#                                rate1k_c10 list1m_c4 newconn_c16 get1k_c16_log idle). Memory is read
+#                                from the long-running processes: the allocator keeps what earlier
+#                                scenarios used, so idle (1,000 held connections) runs last.
+#                                rate1k_c10 is a fixed rate (1,000 req/s over 10 connections, by oha
+#                                with latency correction): its latencies, less direct's, are what a
+#                                proxy adds at a load it carries easily. oha comes from PATH or
+#                                target/bench-tools/bin, else `cargo install oha` puts it there
+#                                (minutes); without it the scenario is skipped (OUT/skipped.tsv).
 #   NGINX_UPSTREAM_KEEPALIVE=128 nginx's pooled upstream connections: at least the largest client
 #                                connection count, so that nginx pools as scim-proxy does; beyond it,
 #                                nginx opens and closes an upstream connection per request.
@@ -64,7 +69,7 @@ LOG_PORT="${LOG_PORT:-18445}"
 ADMIN_PORT="${ADMIN_PORT:-18447}"
 NGINX_UPSTREAM_KEEPALIVE="${NGINX_UPSTREAM_KEEPALIVE:-128}"
 IDLE_N="${IDLE_N:-1000}"
-SCENARIOS="${SCENARIOS:-get1k_c1 get1k_c16 get1k_c128 list1m_c4 newconn_c16 get1k_c16_log idle}"
+SCENARIOS="${SCENARIOS:-get1k_c1 get1k_c16 get1k_c128 rate1k_c10 list1m_c4 newconn_c16 get1k_c16_log idle}"
 OUT="${OUT:-$ROOT/target/load-bench/$(date +%Y%m%d-%H%M%S)}"
 
 T0=$(date +%s)
@@ -121,6 +126,40 @@ if [[ -z "${SKIP_BUILD:-}" && -z "${SCIM_PROXY_BIN:-}" ]]; then
     cargo build --release --locked --quiet --bin scim-proxy
 fi
 [[ -x "$BIN" ]] || die "$BIN not built"
+
+# oha, for the fixed-rate scenario only: from PATH, or target/bench-tools/bin, or installed there.
+OHA=""
+OHA_SKIP="" # why rate1k_c10 is skipped, if it is
+if [[ " $SCENARIOS " == *" rate1k_c10 "* ]]; then
+    if command -v oha >/dev/null; then
+        OHA=$(command -v oha)
+    elif [[ -x "$ROOT/target/bench-tools/bin/oha" ]]; then
+        OHA="$ROOT/target/bench-tools/bin/oha"
+    elif [[ -n "${SKIP_INSTALL:-}" ]]; then
+        OHA_SKIP="oha not found (PATH, target/bench-tools/bin) and SKIP_INSTALL is set"
+    else
+        log "cargo install oha into target/bench-tools (minutes; not counted in MAX_SECONDS; log: $OUT/oha-install.log)"
+        mkdir -p "$OUT"
+        if cargo install oha --locked --root "$ROOT/target/bench-tools" >"$OUT/oha-install.log" 2>&1; then
+            OHA="$ROOT/target/bench-tools/bin/oha"
+        else
+            OHA_SKIP="cargo install oha failed (see $OUT/oha-install.log)"
+        fi
+    fi
+    [[ -z "$OHA_SKIP" ]] || log "rate1k_c10 will be skipped: $OHA_SKIP"
+fi
+OHA_JSON=(--output-format json)
+OHA_CACERT=1
+if [[ -n "$OHA" ]]; then
+    oha_help=$("$OHA" --help 2>&1 || true)
+    [[ "$oha_help" == *--output-format* ]] || OHA_JSON=(-j) # before oha 1.5
+    # Trust the run's CA; an oha without --cacert can only skip verification (--insecure): the
+    # servers are ours on loopback, and the handshakes are few (keep-alive), so the numbers hold.
+    if [[ "$oha_help" != *--cacert* ]]; then
+        OHA_CACERT=""
+        log "this oha has no --cacert: rate1k_c10 runs with --insecure (no certificate verification)"
+    fi
+fi
 T0=$(date +%s)
 
 # ------------------------------------------------------------------ work area, cleanup
@@ -199,6 +238,7 @@ nginx_worker() {
     echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //')"
     echo "nginx reference proxy: upstream keepalive $NGINX_UPSTREAM_KEEPALIVE"
     echo "wrk: $(wrk -v 2>&1 | head -n1 || true)"
+    [[ -z "$OHA" ]] || echo "oha: $("$OHA" --version 2>&1 | head -n1 || true)"
     echo "openssl: $(openssl version 2>/dev/null || echo '?')"
     echo "python3: $(python3 -V 2>&1)"
     echo "kernel: $(uname -sr)"
@@ -304,10 +344,12 @@ log "checked: every target answers 200 with all 3 / 3,000 URLs pointing at its o
 
 # ------------------------------------------------------------------ scenarios
 declare -A SC_CONNS SC_PATH SC_HDR SC_TARGETS
-SC_CONNS=([get1k_c1]=1 [get1k_c16]=16 [get1k_c128]=128 [list1m_c4]=4 [newconn_c16]=16 [get1k_c16_log]=16)
-SC_PATH=([get1k_c1]=/Users/1 [get1k_c16]=/Users/1 [get1k_c128]=/Users/1
+SC_CONNS=([get1k_c1]=1 [get1k_c16]=16 [get1k_c128]=128 [rate1k_c10]=10 [list1m_c4]=4 [newconn_c16]=16 [get1k_c16_log]=16)
+SC_PATH=([get1k_c1]=/Users/1 [get1k_c16]=/Users/1 [get1k_c128]=/Users/1 [rate1k_c10]=/Users/1
     [list1m_c4]="/Users?startIndex=1&count=1000" [newconn_c16]=/Users/1 [get1k_c16_log]=/Users/1)
 SC_HDR=([newconn_c16]="Connection: close")
+# Fixed rate (requests per second over all connections; oha), instead of wrk's as fast as it can.
+declare -A SC_RATE=([rate1k_c10]=1000)
 DEFAULT_TARGETS="direct scim-proxy nginx"
 SC_TARGETS=([get1k_c16_log]="scim-proxy scim-proxy+log")
 
@@ -315,7 +357,25 @@ RESULTS="$OUT/results.tsv"
 printf 'scenario\ttarget\trep\trps\tp50_us\tp99_us\terrors\tnon2xx\thwm_kb\tcpu_us_per_req\tsys_us_per_req\tup_us_per_req\n' >"$RESULTS"
 over_time() { (($(date +%s) - T0 > MAX_SECONDS)); }
 
-# run_wrk SCENARIO TARGET REP SECONDS (REP "-" = warm-up, not recorded)
+# load_oha SCENARIO TARGET SECONDS HEADER...: oha at the scenario's fixed rate, with latency
+# correction (latency counted from when each request was due, not when it was sent); prints the
+# WRKRESULT line (oha_report.py) after oha's own error lines. Verifies TLS with the run's CA.
+load_oha() {
+    local sc=$1 t=$2 dur=$3
+    shift 3
+    local tls=(--insecure)
+    [[ -z "$OHA_CACERT" ]] || tls=(--cacert "$CA")
+    if ! timeout $((dur + 30)) taskset -c "$LOADGEN_CPU" "$OHA" -z "${dur}s" -c "${SC_CONNS[$sc]}" \
+        -q "${SC_RATE[$sc]}" --latency-correction -t 5s --no-tui "${OHA_JSON[@]}" "${tls[@]}" \
+        "$@" "${URL[$t]}${SC_PATH[$sc]}" >"$WORK/oha.json" 2>"$WORK/oha.stderr"; then
+        cat "$WORK/oha.stderr" "$WORK/oha.json"
+        return 1
+    fi
+    cat "$WORK/oha.stderr"
+    python3 "$HERE/oha_report.py" <"$WORK/oha.json" 2>&1
+}
+
+# run_wrk SCENARIO TARGET REP SECONDS (REP "-" = warm-up, not recorded); oha for a fixed-rate one.
 run_wrk() {
     local sc=$1 t=$2 rep=$3 dur=$4
     local pid=${MEMPID[$t]} hdr=(-H "Authorization: Bearer ${TOKEN[$t]}" -H "Accept: application/scim+json")
@@ -331,23 +391,29 @@ run_wrk() {
             -o "$OUT/perf-$sc-$rep.data" -- sleep "$dur" >>"$OUT/perf.log" 2>&1 &
         perf_pid=$!
     fi
-    local out
-    if ! out=$(timeout $((dur + 30)) taskset -c "$LOADGEN_CPU" wrk -t1 -c"${SC_CONNS[$sc]}" -d"${dur}s" \
+    local out tool=wrk
+    if [[ -n "${SC_RATE[$sc]:-}" ]]; then
+        tool=oha
+        if ! out=$(load_oha "$sc" "$t" "$dur" "${hdr[@]}"); then
+            printf '%s\n' "$out" >&2
+            die "oha failed ($sc, $t)"
+        fi
+    elif ! out=$(timeout $((dur + 30)) taskset -c "$LOADGEN_CPU" wrk -t1 -c"${SC_CONNS[$sc]}" -d"${dur}s" \
         --timeout 5s -s "$HERE/wrk_report.lua" "${hdr[@]}" "${URL[$t]}${SC_PATH[$sc]}" 2>&1); then
         printf '%s\n' "$out" >&2
         die "wrk failed ($sc, $t)"
     fi
     [[ -n "$perf_pid" ]] && { wait "$perf_pid" || log "perf record failed (see $OUT/perf.log)"; }
-    printf '== %s %s rep %s\n%s\n' "$sc" "$t" "$rep" "$out" >>"$OUT/wrk.log"
+    printf '== %s %s rep %s\n%s\n' "$sc" "$t" "$rep" "$out" >>"$OUT/$tool.log"
     [[ "$rep" == - ]] && return 0
     local line
-    line=$(grep '^WRKRESULT' <<<"$out") || die "no result line from wrk ($sc, $t)"
+    line=$(grep '^WRKRESULT' <<<"$out") || die "no result line from $tool ($sc, $t)"
     local -A r
     local kv
     for kv in ${line#WRKRESULT }; do r[${kv%%=*}]=${kv#*=}; done
     local rps errors cpu
     rps=$(awk -v n="${r[requests]}" -v us="${r[duration_us]}" 'BEGIN {printf "%.1f", n / (us / 1e6)}')
-    errors=$((r[connect] + r[read] + r[write] + r[timeout] + r[status]))
+    errors=$((r[connect] + r[read] + r[write] + r[timeout] + r[status] + ${r[other]:-0}))
     # CPU the target process spent per request (the upstream's share is not in it).
     per_req() { awk -v a="$1" -v b="$2" -v hz="$CLK_TCK" -v n="${r[requests]}" \
         'BEGIN {printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0)}'; }
@@ -408,6 +474,11 @@ for sc in $SCENARIOS; do
         continue
     fi
     [[ -n "${SC_CONNS[$sc]:-}" ]] || die "unknown scenario $sc"
+    if [[ -n "${SC_RATE[$sc]:-}" && -z "$OHA" ]]; then
+        log "skipping $sc: ${OHA_SKIP:-no oha}"
+        printf '%s\t%s\n' "$sc" "${OHA_SKIP:-no oha}" >>"$OUT/skipped.tsv"
+        continue
+    fi
     targets=${SC_TARGETS[$sc]:-$DEFAULT_TARGETS}
     for t in $targets; do run_wrk "$sc" "$t" - "$WARMUP"; done
     for rep in $(seq 1 "$REPS"); do
