@@ -186,8 +186,7 @@ trap 'exit 130' INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() {
-    local i
-    for i in $(seq 1 300); do
+    for _ in $(seq 1 300); do
         port_free "$1" || return 0
         sleep 0.1
     done
@@ -217,8 +216,8 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo -; }
 # Resets VmHWM to the current RSS (Linux >= 4.0), so each run's peak is its own.
 reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
 nginx_worker() {
-    local w i
-    for i in $(seq 1 50); do
+    local w
+    for _ in $(seq 1 50); do
         w=$(pgrep -P "$1" | head -n1 || true)
         [[ -n "$w" ]] && {
             echo "$w"
@@ -308,11 +307,15 @@ TOKEN[direct]="$V2_TOKEN"
 TOKEN[scim-proxy]="$OLD_TOKEN"
 TOKEN[nginx]="$OLD_TOKEN"
 TOKEN[scim-proxy+log]="$OLD_TOKEN"
-MEMPID[direct]=$(nginx_worker "$PID_upstream")
-MEMPID[nginx]=$(nginx_worker "$PID_nginx")
-MEMPID[scim-proxy]="$PID_scim_proxy"
-MEMPID[scim-proxy+log]="$PID_scim_proxy_log"
-log "up: upstream :$UP_PORT (worker ${MEMPID[direct]}), scim-proxy :$PROXY_PORT (pid $PID_scim_proxy), nginx :$NGX_PORT (worker ${MEMPID[nginx]}), scim-proxy+log :$LOG_PORT"
+# PID_<name> are set by start (printf -v), which shellcheck cannot see.
+# shellcheck disable=SC2154
+{
+    MEMPID[direct]=$(nginx_worker "$PID_upstream")
+    MEMPID[nginx]=$(nginx_worker "$PID_nginx")
+    MEMPID[scim-proxy]="$PID_scim_proxy"
+    MEMPID[scim-proxy+log]="$PID_scim_proxy_log"
+    log "up: upstream :$UP_PORT (worker ${MEMPID[direct]}), scim-proxy :$PROXY_PORT (pid $PID_scim_proxy), nginx :$NGX_PORT (worker ${MEMPID[nginx]}), scim-proxy+log :$LOG_PORT"
+}
 
 # ------------------------------------------------------------------ correctness before speed
 CA="$WORK/certs/ca.pem"
