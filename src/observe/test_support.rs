@@ -56,7 +56,8 @@ pub(crate) fn full_record() -> TrafficRecord {
     let error = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
         "scimType": "uniqueness",
         "detail": "User 'test.user@okta.local' already exists", "status": "409"});
-    crate::scim::reading::complete_from_response(&mut reading, 409, Some(&error));
+    let answer = serde_json::to_vec(&error).unwrap_or_default();
+    crate::scim::reading::complete_from_response(&mut reading, 409, Some(&answer));
     rec.set_reading(&reading, &pii);
     rec.set_upstream_error(&error, &reading, &pii);
     rec.error = None;

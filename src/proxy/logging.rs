@@ -145,16 +145,21 @@ impl Done {
         // without one, the answer is not parsed at all (the hot path stays lean).
         // The status page needs the upstream's error (scimType, detail) even without a traffic log.
         let upstream_failed = exchange.upstream_status.is_some_and(|s| s >= 400);
-        let response_value = (shared.traffic.is_some() || upstream_failed)
-            .then(|| record::response_value(&exchange, &snapshot))
+        let traffic = shared.traffic.is_some();
+        let masked = (traffic || upstream_failed)
+            .then(|| record::masked_response(&exchange, &snapshot))
             .flatten();
-        if shared.traffic.is_some()
-            && let Some(reading) = exchange.reading.as_mut()
-        {
+        // Parsed whole only for what needs the document: an error's detail, captured bodies.
+        let keep_document = upstream_failed || (traffic && snapshot.config.log.capture_bodies);
+        let response_value = masked
+            .as_deref()
+            .filter(|_| keep_document)
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+        if traffic && let Some(reading) = exchange.reading.as_mut() {
             reading::complete_from_response(
                 reading,
                 exchange.upstream_status.unwrap_or(status),
-                response_value.as_ref(),
+                masked.as_deref(),
             );
         }
         record::count(&shared, &exchange, status, head_time);

@@ -4,6 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::error::ErrorKind;
 use crate::observe::metrics::{RequestLabels, RouteLabels, StatusClass};
 use crate::observe::status::{Failure, Seen, Succeeded, is_write};
@@ -21,11 +23,8 @@ pub(crate) struct Outcome {
     pub complete: bool,
 }
 
-/// The upstream's JSON answer with the route's v2 token masked, parsed.
-pub(crate) fn response_value(
-    exchange: &Exchange,
-    snapshot: &Snapshot,
-) -> Option<serde_json::Value> {
+/// The upstream's JSON answer with the route's v2 token masked (and a rotated one's).
+pub(crate) fn masked_response(exchange: &Exchange, snapshot: &Snapshot) -> Option<Bytes> {
     let bytes = exchange.response_json.as_ref()?.bytes()?;
     let token = exchange
         .route_index
@@ -38,7 +37,7 @@ pub(crate) fn response_value(
     if let Some(rotated) = &exchange.rotated_redaction {
         masked = crate::body::filter::redact(&masked, rotated);
     }
-    serde_json::from_slice::<serde_json::Value>(&masked).ok()
+    Some(masked)
 }
 
 /// Counts the request, its durations and any upstream failure.

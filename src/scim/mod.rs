@@ -7,6 +7,7 @@ mod patch;
 mod query;
 mod request;
 mod response;
+mod response_summary;
 
 #[cfg(test)]
 mod reading_tests;

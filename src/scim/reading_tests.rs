@@ -6,6 +6,12 @@ use http::Method;
 use serde_json::Value;
 use serde_json::json;
 
+/// The answer `body` as the upstream would send it, given to the reading.
+fn complete(r: &mut ScimReading, status: u16, body: &Value) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    complete_from_response(r, status, Some(&bytes));
+}
+
 const U: &str = "2819c223-7f76-453a-919d-413861904646";
 const G: &str = "abf4dd94-a4c0-4f67-89c9-76b03340cb9b";
 
@@ -378,7 +384,7 @@ fn create_response_gives_the_id() {
     let mut r = read_request(&Method::POST, "/Users", None, Some(&entra_user()));
     let mut body = entra_user();
     body["id"] = json!(U);
-    complete_from_response(&mut r, 201, Some(&body));
+    complete(&mut r, 201, &body);
     assert_eq!(r.resource_id.as_deref(), Some(U));
     assert_eq!(
         r.subject.as_deref(),
@@ -389,14 +395,14 @@ fn create_response_gives_the_id() {
 #[test]
 fn read_response_gives_the_subject() {
     let mut r = read_request(&Method::GET, &user_path(), None, None);
-    complete_from_response(&mut r, 200, Some(&okta_user(true)));
+    complete(&mut r, 200, &okta_user(true));
     assert_eq!(r.subject.as_deref(), Some("test.user@okta.local"));
     assert_eq!(r.resource_id.as_deref(), Some(U));
 
     let mut r = read_request(&Method::GET, &group_path(), None, None);
     let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "id": G,
                        "displayName": "Test SCIMv2", "meta": {"resourceType": "Group"}});
-    complete_from_response(&mut r, 200, Some(&group));
+    complete(&mut r, 200, &group);
     assert_eq!(r.subject.as_deref(), Some("Test SCIMv2"));
 }
 
@@ -404,7 +410,7 @@ fn read_response_gives_the_subject() {
 fn deactivate_response_names_the_user() {
     let body = patch(json!([{"op": "replace", "value": {"active": false}}]));
     let mut r = read_request(&Method::PATCH, &user_path(), None, Some(&body));
-    complete_from_response(&mut r, 200, Some(&okta_user(false)));
+    complete(&mut r, 200, &okta_user(false));
     assert_eq!(r.op, "user.deactivate");
     assert_eq!(r.subject.as_deref(), Some("test.user@okta.local"));
     // Netskope's documented answer: 204, no body.
@@ -428,7 +434,7 @@ fn lookup_with_one_match_gives_id_and_subject() {
         Some("filter=externalId+eq+%22e1%22"),
         None,
     );
-    complete_from_response(&mut r, 200, Some(&one));
+    complete(&mut r, 200, &one);
     assert_eq!(r.resource_id.as_deref(), Some(U));
     assert_eq!(r.subject.as_deref(), Some("alice@contoso.com"));
     // The filter's subject is kept.
@@ -438,7 +444,7 @@ fn lookup_with_one_match_gives_id_and_subject() {
         Some("filter=userName+eq+%22Alice%40contoso.com%22"),
         None,
     );
-    complete_from_response(&mut r, 200, Some(&one));
+    complete(&mut r, 200, &one);
     assert_eq!(r.subject.as_deref(), Some("Alice@contoso.com"));
     // No match, or a plain list page: nothing.
     let mut r = read_request(
@@ -447,10 +453,10 @@ fn lookup_with_one_match_gives_id_and_subject() {
         Some("filter=userName+eq+%22x%22"),
         None,
     );
-    complete_from_response(&mut r, 200, Some(&list(json!([]))));
+    complete(&mut r, 200, &list(json!([])));
     assert_eq!(r.resource_id, None);
     let mut r = read_request(&Method::GET, "/Users", Some("startIndex=1&count=2"), None);
-    complete_from_response(&mut r, 200, Some(&one));
+    complete(&mut r, 200, &one);
     assert_eq!((r.resource_id, r.subject), (None, None));
 }
 
@@ -459,11 +465,11 @@ fn errors_complete_nothing() {
     let mut r = read_request(&Method::GET, &user_path(), None, None);
     let err = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
                      "detail": "User not found", "status": "404"});
-    complete_from_response(&mut r, 404, Some(&err));
+    complete(&mut r, 404, &err);
     assert_eq!(r.subject, None);
     // Discovery answers are not resources.
     let mut r = read_request(&Method::GET, "/ResourceTypes/User", None, None);
-    complete_from_response(&mut r, 200, Some(&json!({"id": "User", "name": "User"})));
+    complete(&mut r, 200, &json!({"id": "User", "name": "User"}));
     assert_eq!(r.resource_id, None);
 }
 
@@ -496,4 +502,95 @@ fn scim_error_fields() {
     let long = json!({"detail": "é".repeat(600)});
     let d = scim_error(&long).0.unwrap();
     assert!(d.len() <= MAX_DETAIL + "…".len() && d.ends_with('…'));
+}
+
+/// `complete_from_response` as it was over a parsed document (`get_ci` on every object): the
+/// one-pass reading must agree with it on any body, keys in any case and order, duplicates too.
+fn completed_from_document(r: &mut ScimReading, body: &[u8]) {
+    use crate::scim::attrs::get_ci;
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let Some(obj) = v.as_object() else { return };
+    let attr = subject_attr(r.resource);
+    let resource = match get_ci(obj, "Resources") {
+        Some(Value::Array(items)) => {
+            if !matches!(r.op, "user.lookup" | "group.lookup" | "search") || items.len() != 1 {
+                return;
+            }
+            match items[0].as_object() {
+                Some(o) => o,
+                None => return,
+            }
+        }
+        Some(_) => return,
+        None => obj,
+    };
+    let text = |k| {
+        get_ci(resource, k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    if r.resource_id.is_none() {
+        r.resource_id = text("id").map(str::to_owned);
+    }
+    if r.subject.is_none() {
+        r.subject = text(attr).map(str::to_owned);
+    }
+}
+
+#[test]
+fn the_answer_is_read_as_its_parsed_document_would_be() {
+    let bodies = [
+        r#"{"id":"1","userName":"a"}"#,
+        r#"{"ID":"1","Id":"2","userName":"a","USERNAME":"b"}"#,
+        r#"{"Id":"2","id":"1","iD":"3"}"#,
+        r#"{"iD":"3","Id":"2"}"#,
+        r#"{"id":"1","id":"4","username":"x","username":"y"}"#,
+        r#"{"id":7,"userName":["a"],"ID":"8"}"#,
+        r#"{"id":"","userName":""}"#,
+        r#"{"Resources":[{"id":"9","userName":"n","Resources":[]}],"id":"top"}"#,
+        r#"{"resources":[{"ID":"9","USERNAME":"n"}]}"#,
+        r#"{"Resources":[{"id":"9"},{"id":"10"}]}"#,
+        r#"{"Resources":[]}"#,
+        r#"{"Resources":["x"]}"#,
+        r#"{"Resources":{"id":"9"},"id":"1"}"#,
+        r#"{"RESOURCES":[{"id":"9"}],"Resources":5}"#,
+        r#"{"displayName":"g","id":"\u0031"}"#,
+        r#"{"us\u0065rName":"esc","id":"1"}"#,
+        r#"{"id":"1"} trailing"#,
+        r#"{"id":"1""#,
+        r#"["id","1"]"#,
+        r#""just text""#,
+        r#"{"meta":{"id":"inner"},"id":null}"#,
+    ];
+    let requests: [(&Method, &str, Option<&str>); 4] = [
+        (&Method::GET, "/Users/u1", None),
+        (
+            &Method::GET,
+            "/Users",
+            Some("filter=externalId+eq+%22e1%22"),
+        ),
+        (
+            &Method::GET,
+            "/Groups",
+            Some("filter=externalId+eq+%22e1%22"),
+        ),
+        (&Method::POST, "/Users", None),
+    ];
+    for body in bodies {
+        for (method, path, query) in requests {
+            let mut want = read_request(method, path, query, None);
+            want.resource_id = None;
+            let mut got = read_request(method, path, query, None);
+            got.resource_id = None;
+            completed_from_document(&mut want, body.as_bytes());
+            complete_from_response(&mut got, 200, Some(body.as_bytes()));
+            assert_eq!(
+                (&got.resource_id, &got.subject),
+                (&want.resource_id, &want.subject),
+                "{body} for {method} {path}"
+            );
+        }
+    }
 }

@@ -5,49 +5,47 @@ use serde_json::Value;
 
 use crate::scim::attrs::get_ci;
 use crate::scim::request::{Resource, ScimReading, subject_attr};
+use crate::scim::response_summary::{Answer, read_answer};
 
 /// Longest `detail` kept from an error body: a log line must stay a line.
 pub(crate) const MAX_DETAIL: usize = 512;
 
 /// Fills `resource_id` and `subject` from a 2xx response body when the request did not carry them:
 /// a single resource (read, create, update), or a lookup/search answered with exactly one match.
-pub fn complete_from_response(reading: &mut ScimReading, status: u16, body: Option<&Value>) {
-    if !(200..300).contains(&status) {
+/// Only those attributes are read from `body` (the JSON as the upstream sent it, token masked).
+pub fn complete_from_response(reading: &mut ScimReading, status: u16, body: Option<&[u8]>) {
+    if !(200..300).contains(&status) || (reading.resource_id.is_some() && reading.subject.is_some())
+    {
         return;
     }
-    let Some(obj) = body.and_then(Value::as_object) else {
-        return;
-    };
     let attr = match reading.resource {
         Resource::User | Resource::Group => subject_attr(reading.resource),
         Resource::Discovery | Resource::Other => return,
     };
-    let resource = match get_ci(obj, "Resources") {
+    let Some(answer) = body.and_then(|b| read_answer(b, attr)) else {
+        return;
+    };
+    let resource = match answer {
+        Answer::Resource(s) => s,
         // A list names one resource only when it is the answer to a lookup.
-        Some(Value::Array(items)) => {
-            if !matches!(reading.op, "user.lookup" | "group.lookup" | "search") || items.len() != 1
-            {
+        Answer::List(n, first) => {
+            if !matches!(reading.op, "user.lookup" | "group.lookup" | "search") || n != 1 {
                 return;
             }
-            match items[0].as_object() {
-                Some(o) => o,
+            match first {
+                Some(s) => *s,
                 None => return,
             }
         }
-        Some(_) => return,
-        None => obj,
+        Answer::Other => return,
     };
+    let (id, subject) = resource.into_parts();
+    let given = |s: Option<String>| s.filter(|s| !s.is_empty());
     if reading.resource_id.is_none() {
-        reading.resource_id = get_ci(resource, "id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
+        reading.resource_id = given(id);
     }
     if reading.subject.is_none() {
-        reading.subject = get_ci(resource, attr)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
+        reading.subject = given(subject);
     }
 }
 
