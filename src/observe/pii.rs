@@ -20,7 +20,9 @@ pub enum Pii {
 #[derive(Clone)]
 pub struct PiiPolicy {
     mode: Pii,
-    key: Vec<u8>,
+    /// HMAC-SHA256 keyed once: each value costs its own blocks, not the key's two pads again.
+    /// HMAC takes keys of any length, so this is always set; without it values are omitted.
+    keyed: Option<Hmac<Sha256>>,
 }
 
 impl fmt::Debug for PiiPolicy {
@@ -34,7 +36,10 @@ impl fmt::Debug for PiiPolicy {
 impl PiiPolicy {
     /// With a configured key, hashes are stable across restarts.
     pub fn new(mode: Pii, key: Vec<u8>) -> PiiPolicy {
-        PiiPolicy { mode, key }
+        PiiPolicy {
+            mode,
+            keyed: Hmac::<Sha256>::new_from_slice(&key).ok(),
+        }
     }
 
     /// With a random key for this process: hashes correlate within one run only.
@@ -42,7 +47,7 @@ impl PiiPolicy {
         let mut key = Vec::with_capacity(32);
         key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
         key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-        PiiPolicy { mode, key }
+        PiiPolicy::new(mode, key)
     }
 
     pub fn mode(&self) -> Pii {
@@ -55,8 +60,8 @@ impl PiiPolicy {
             Pii::Plain => Some(value.to_owned()),
             Pii::Omit => None,
             Pii::Hash => {
-                // HMAC takes keys of any length, so this cannot fail; omit rather than leak if it did.
-                let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).ok()?;
+                // Omitted rather than leaked, were the key ever unusable.
+                let mut mac = self.keyed.clone()?;
                 mac.update(value.as_bytes());
                 let digest = mac.finalize().into_bytes();
                 Some(format!("h:{}", hex::encode(&digest[..8])))

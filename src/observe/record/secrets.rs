@@ -19,15 +19,24 @@ impl TrafficRecord {
     }
 
     /// Whether [`Self::with_secrets_masked`] would change anything.
-    fn holds_any_secret(&self) -> bool {
+    fn holds_any_secret<'a>(&'a self) -> bool {
         let (secrets, hashes) = (&self.secrets, &self.token_hashes);
         if secrets.is_empty() && hashes.is_empty() {
             return false;
         }
         let path_holds = |s: &str| {
             holds_secret(s, secrets)
-                || path_pieces(s).any(|(piece, _)| is_token_piece(piece, hashes))
                 || holds_secret(&percent_decode_str(s).decode_utf8_lossy(), secrets)
+        };
+        let paths = [Some(self.path.as_str()), self.upstream_path.as_deref()];
+        // The two paths share most pieces (`Users`, the id): each distinct one is hashed once.
+        let mut judged: Vec<&str> = Vec::with_capacity(16);
+        let mut piece_is_token = |piece: &'a str| {
+            if judged.contains(&piece) {
+                return false;
+            }
+            judged.push(piece);
+            is_token_piece(piece, hashes)
         };
         let fields = [
             &self.route,
@@ -37,8 +46,12 @@ impl TrafficRecord {
             &self.detail,
             &self.scim_type,
         ];
-        path_holds(&self.path)
-            || self.upstream_path.as_deref().is_some_and(path_holds)
+        paths.into_iter().flatten().any(path_holds)
+            || paths
+                .into_iter()
+                .flatten()
+                .flat_map(path_pieces)
+                .any(|(piece, _)| piece_is_token(piece))
             || fields
                 .into_iter()
                 .flatten()
