@@ -58,6 +58,30 @@ impl PlainVisitor<'_> {
     }
 }
 
+impl PlainVisitor<'_> {
+    /// `name="value"` for a value whose `Debug` is itself in quotes (see [`is_plain`]), written
+    /// without the formatting machinery: the access line's strings (route, client, op) take this way.
+    fn write_quoted_field(&mut self, field: &Field, value: &str) -> fmt::Result {
+        let name = field.name();
+        if name.starts_with("log.") {
+            return Ok(());
+        }
+        self.pad()?;
+        self.writer
+            .write_str(name.strip_prefix("r#").unwrap_or(name))?;
+        self.writer.write_str("=\"")?;
+        self.writer.write_str(value)?;
+        self.writer.write_char('"')
+    }
+}
+
+/// Printable ASCII without `"` or `\\`: what `str`'s `Debug` writes as it is, between quotes.
+fn is_plain(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
 impl Visit for PlainVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.result.is_err() {
@@ -65,6 +89,8 @@ impl Visit for PlainVisitor<'_> {
         }
         self.result = if field.name() == "message" {
             self.write_field(field, &format_args!("{value}"))
+        } else if is_plain(value) {
+            self.write_quoted_field(field, value)
         } else {
             self.write_field(field, &value)
         };
@@ -221,6 +247,11 @@ mod tests {
             ok = true,
             ratio = 0.5f64,
             r#type = "user",
+            plain_text = "okta-prod_1 (x)",
+            accented = "Jos\u{e9}",
+            tabbed = "a\tb",
+            quoted = "it's \\ here",
+            empty = "",
             error = err,
             shown = ?Some("v\u{1b}"),
             "request \u{1b}[2J done\u{7}"
