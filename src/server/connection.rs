@@ -14,7 +14,7 @@ use tokio_rustls::server::TlsStream;
 use crate::config::Limits;
 use crate::proxy::conn::{ConnInfo, ConnState};
 use crate::server::proxy_protocol;
-use crate::server::serving::{LOG_TARGET, Stops, serve_http};
+use crate::server::serving::{HttpVersion, LOG_TARGET, Stops, serve_http};
 use crate::state::{Shared, Snapshot};
 
 /// Serves one accepted connection (stream, TCP peer, whether a PROXY header comes first) until it
@@ -46,6 +46,7 @@ pub(crate) async fn handle_connection(
     let Some(acceptor) = &snapshot.tls else {
         return Box::pin(serve_http(
             stream,
+            HttpVersion::Detect,
             conn(false, None),
             shared.clone(),
             limits,
@@ -101,9 +102,11 @@ fn after_handshake<'a>(
         }));
     }
     let sni = tls.get_ref().1.server_name().map(str::to_owned);
+    let version = HttpVersion::from_alpn(tls.get_ref().1.alpn_protocol());
     let info = conn(true, sni);
     Some(Box::pin(serve_http(
         tls,
+        version,
         info,
         shared.clone(),
         limits,

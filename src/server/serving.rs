@@ -30,9 +30,33 @@ pub(crate) struct Stops {
 /// How long a peer gets to close after an idle GOAWAY before the connection is dropped.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// The HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpVersion {
+    /// On TLS, what ALPN chose: HTTP/2 over TLS is only ever negotiated (RFC 9113 §3.2), so a
+    /// client that did not ask for `h2` speaks HTTP/1.1. Nothing is read ahead to tell, which
+    /// also keeps hyper's read buffer at its first 8 KiB (growing it for a 24-byte look-ahead
+    /// made it 16 KiB on every connection).
+    Http1,
+    Http2,
+    /// In clear, told from the first bytes (HTTP/2 with prior knowledge, §3.3).
+    Detect,
+}
+
+impl HttpVersion {
+    /// The version ALPN selected on a TLS connection.
+    pub(crate) fn from_alpn(alpn: Option<&[u8]>) -> HttpVersion {
+        match alpn {
+            Some(b"h2") => HttpVersion::Http2,
+            _ => HttpVersion::Http1,
+        }
+    }
+}
+
 /// Serves requests on `io` until the connection ends, a timer closes it, or the listener stops.
 pub(crate) async fn serve_http<I>(
     io: I,
+    version: HttpVersion,
     conn: ConnInfo,
     shared: std::sync::Arc<Shared>,
     limits: &Limits,
@@ -42,7 +66,11 @@ pub(crate) async fn serve_http<I>(
 {
     let peer = conn.peer;
     let state = conn.state.clone();
-    let builder = http_builder(limits);
+    let builder = match version {
+        HttpVersion::Http1 => http_builder(limits).http1_only(),
+        HttpVersion::Http2 => http_builder(limits).http2_only(),
+        HttpVersion::Detect => http_builder(limits),
+    };
     let service = TowerToHyperService::new(ProxyService::new(shared, conn));
     // Boxed as it is made: pinned on the stack, the connection (with the TLS stream in it) took
     // room twice in this future.
