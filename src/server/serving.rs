@@ -2,8 +2,12 @@
 //! no first byte within `header_read_timeout`, idle for `idle_timeout`, a client that stopped
 //! reading, and the drain on shutdown.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -54,34 +58,40 @@ impl HttpVersion {
 }
 
 /// Serves requests on `io` until the connection ends, a timer closes it, or the listener stops.
-pub(crate) async fn serve_http<I>(
+/// A plain fn: the connection is built and boxed here, so the future it returns holds only the
+/// box, not a moved-from copy of the TLS stream as an async fn's parameters would.
+pub(crate) fn serve_http<I>(
     io: I,
     version: HttpVersion,
     conn: ConnInfo,
     shared: std::sync::Arc<Shared>,
     limits: &Limits,
     stops: Stops,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
     let state = conn.state.clone();
-    let builder = match version {
-        HttpVersion::Http1 => http_builder(limits).http1_only(),
-        HttpVersion::Http2 => http_builder(limits).http2_only(),
-        HttpVersion::Detect => http_builder(limits),
-    };
     let service = TowerToHyperService::new(ProxyService::new(shared, conn));
-    // Boxed as it is made: pinned on the stack, the connection (with the TLS stream in it) took
-    // room twice in this future.
-    let mut connection =
-        Box::pin(builder.serve_connection(TokioIo::new(Tracked::new(io, state.clone())), service));
-    let mut timers = Timers::new(limits);
+    let io = TokioIo::new(Tracked::new(io, state.clone()));
+    let connection = Served::new(io, service, version, limits);
+    drive(connection, Timers::new(limits), state, peer, stops)
+}
+
+/// Polls the connection under its timers and the listener's stops.
+async fn drive<C: Connection>(
+    mut connection: C,
+    mut timers: Timers,
+    state: std::sync::Arc<ConnState>,
+    peer: std::net::SocketAddr,
+    stops: Stops,
+) {
     let mut tick = tokio::time::interval(timers.tick_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            result = connection.as_mut() => {
+            result = std::future::poll_fn(|cx| connection.poll_served(cx)) => {
                 if let Err(e) = result {
                     tracing::debug!(target: LOG_TARGET, peer = %peer, error = %e, "connection ended with an error");
                 }
@@ -89,41 +99,115 @@ pub(crate) async fn serve_http<I>(
             }
             _ = stops.force_close.cancelled() => return,
             _ = stops.shutdown.cancelled(), if !timers.draining => {
-                connection.as_mut().graceful_shutdown();
+                connection.graceful_shutdown();
                 timers.draining = true;
             }
             _ = tick.tick() => match timers.check(&state, peer) {
                 Verdict::Keep => {}
                 Verdict::Close => return,
-                Verdict::CloseGracefully => connection.as_mut().graceful_shutdown(),
+                Verdict::CloseGracefully => connection.graceful_shutdown(),
             }
         }
     }
 }
 
-/// hyper's settings from `limits`.
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // Flatten head and body into one write: one TLS record (and one seal) instead of two.
-        .writev(false)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(Some(64))
-        .max_local_error_reset_streams(Some(256))
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
+type ServeError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What `drive` needs of a hyper connection.
+trait Connection {
+    fn poll_served(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServeError>>;
+    fn graceful_shutdown(&mut self);
 }
+
+/// hyper's connection for the version, each boxed on its own as it is made: an HTTP/1.1
+/// connection carries no room for HTTP/2's state (auto's enum is sized for both, 2,720 bytes
+/// against 1,840 for HTTP/1.1 alone).
+enum Served<I> {
+    Http1(Pin<Box<http1::Connection<Io<I>, Service>>>),
+    Http2(Pin<Box<http2::Connection<Io<I>, Service, TokioExecutor>>>),
+    Detect(Pin<Box<auto::Connection<'static, Io<I>, Service, TokioExecutor>>>),
+}
+
+type Io<I> = TokioIo<Tracked<I>>;
+type Service = TowerToHyperService<ProxyService>;
+
+impl<I> Served<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn new(io: Io<I>, service: Service, version: HttpVersion, limits: &Limits) -> Self {
+        match version {
+            HttpVersion::Http1 => {
+                let mut builder = http1::Builder::new();
+                http1_settings!(builder, limits);
+                Served::Http1(Box::pin(builder.serve_connection(io, service)))
+            }
+            HttpVersion::Http2 => {
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                http2_settings!(builder, limits);
+                Served::Http2(Box::pin(builder.serve_connection(io, service)))
+            }
+            HttpVersion::Detect => {
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                http1_settings!(builder.http1(), limits);
+                http2_settings!(builder.http2(), limits);
+                let connection = builder.serve_connection(io, service).into_owned();
+                Served::Detect(Box::pin(connection))
+            }
+        }
+    }
+}
+
+impl<I> Connection for Served<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_served(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServeError>> {
+        match self {
+            Served::Http1(c) => c.as_mut().poll(cx).map_err(Into::into),
+            Served::Http2(c) => c.as_mut().poll(cx).map_err(Into::into),
+            Served::Detect(c) => c.as_mut().poll(cx),
+        }
+    }
+
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Served::Http1(c) => c.as_mut().graceful_shutdown(),
+            Served::Http2(c) => c.as_mut().graceful_shutdown(),
+            Served::Detect(c) => c.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 settings from `limits`, on hyper's builder or on auto's.
+macro_rules! http1_settings {
+    ($builder:expr, $limits:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout($limits.header_read_timeout)
+            // Flatten head and body into one write: one TLS record (and one seal) instead of two.
+            .writev(false)
+            .max_buf_size($limits.max_header_bytes)
+            .max_headers($limits.max_headers)
+            .keep_alive(true)
+    };
+}
+use http1_settings;
+
+/// hyper's HTTP/2 settings from `limits`, on hyper's builder or on auto's.
+macro_rules! http2_settings {
+    ($builder:expr, $limits:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams($limits.max_concurrent_streams)
+            .max_header_list_size(u32::try_from($limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(Some(64))
+            .max_local_error_reset_streams(Some(256))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+    };
+}
+use http2_settings;
 
 /// What a timer tick decides for the connection.
 #[derive(Debug, PartialEq, Eq)]
