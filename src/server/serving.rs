@@ -139,7 +139,10 @@ where
         match version {
             HttpVersion::Http1 => {
                 let mut builder = http1::Builder::new();
-                http1_settings!(builder, limits);
+                http1_settings!(builder, limits)
+                    // A head over the limit is 431 however the reads fell: without this, one that
+                    // arrived whole in a read past max_buf_size was judged by its URI (414).
+                    .max_header_size(limits.max_header_bytes);
                 Served::Http1(Box::pin(builder.serve_connection(io, service)))
             }
             HttpVersion::Http2 => {
