@@ -197,6 +197,51 @@ fn mask_secret(decoded: &[u8], needles: &Needles, piece: bool) -> (Vec<u8>, bool
     (out, changed)
 }
 
+/// Whether masking the whole JSON `input` ([`JsonBodyRedact`]) would change it: a spelling of the
+/// token in it as written, or a string with escapes that decodes to hold it (or an open string too
+/// long to be judged whole). False means the masked body is `input` itself, so a caller can skip
+/// both passes and the copy. Follows the strings as [`JsonStringRedact::feed`] does.
+pub fn masks_anything(input: &[u8], needles: &Needles) -> bool {
+    if needles.secret.is_empty() {
+        return false;
+    }
+    if needles.occurs_in(input) {
+        return true;
+    }
+    let holds = |raw: &[u8]| {
+        raw.len() >= needles.secret.len() && {
+            let (decoded, _) = decode_json_string(raw, false);
+            needles.secret_finder.find(&decoded).is_some()
+        }
+    };
+    let mut i = 0;
+    loop {
+        let Some(k) = memchr::memchr(b'\\', &input[i..]) else {
+            // An open string without escapes is judged as written: no spelling, no change.
+            return count_quotes(&input[i..]) % 2 == 1
+                && memchr::memrchr(b'"', &input[i..])
+                    .is_some_and(|q| input.len() - (i + q + 1) > HOLD_LIMIT);
+        };
+        let b = i + k;
+        let before = &input[i..b];
+        let Some(q) = memchr::memrchr(b'"', before).filter(|_| count_quotes(before) % 2 == 1)
+        else {
+            i = b + 1;
+            continue;
+        };
+        let s = i + q + 1;
+        let (end, _, _) = string_end(&input[s..], false);
+        let Some(e) = end else {
+            let open = &input[s..];
+            return open.len() > HOLD_LIMIT || holds(open);
+        };
+        if holds(&input[s..s + e]) {
+            return true;
+        }
+        i = s + e + 1;
+    }
+}
+
 /// How many `"` are in `bytes` (written as a sum, which the compiler vectorizes).
 fn count_quotes(bytes: &[u8]) -> usize {
     bytes.iter().map(|&b| usize::from(b == b'"')).sum()
@@ -370,6 +415,14 @@ mod tests {
                 .collect();
             let want = string_by_string(&doc, &needles);
             let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            // What says "nothing to mask" must be right: the body then goes out as it is.
+            let whole = body_redact_chunked(&doc, secret, &[]);
+            assert!(
+                masks_anything(&doc, &needles) || whole == doc,
+                "{} masked to {}",
+                show(&doc),
+                show(&whole)
+            );
             let got = json_redact_chunked(&doc, secret, &[]);
             assert_eq!(show(&got), show(&want), "{}", show(&doc));
             // Chunked, a string held across chunks may be masked by either pass: with the raw
@@ -397,6 +450,21 @@ mod tests {
         r.feed(&input[prev..], &mut out);
         r.finish(&mut out);
         out.to_vec()
+    }
+
+    #[test]
+    fn a_body_is_found_to_need_masking_only_when_it_holds_the_token() {
+        let needles = Needles::masking(b"V2TOKEN-SECRET/9x");
+        let plain = br#"{"id":"1","version":"W/\"a330bc54\"","x":"V2TOKEN-SECRET/9"}"#;
+        assert!(!masks_anything(plain, &needles));
+        for held in [
+            r#"{"detail":"bad V2TOKEN-SECRET/9x"}"#,
+            r#"{"detail":"bad V2TOKEN-SECRET\/9x"}"#,
+            r#"{"detail":"bad V2TOKEN\u002dSECRET/9x"}"#,
+            r#"{"a":"\"","detail":"open V2TOKEN\u002dSECRET/9x"#,
+        ] {
+            assert!(masks_anything(held.as_bytes(), &needles), "{held}");
+        }
     }
 
     #[test]

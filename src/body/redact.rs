@@ -44,6 +44,8 @@ pub struct Needles {
     pub(crate) secret: Vec<u8>,
     /// A prepared search for `secret`, built once per token rather than once per JSON string.
     pub(crate) secret_finder: memchr::memmem::Finder<'static>,
+    /// A prepared search for each spelling in `needles`.
+    finders: Vec<memchr::memmem::Finder<'static>>,
 }
 
 impl Needles {
@@ -78,12 +80,21 @@ impl Needles {
             secret: needle.to_vec(),
             secret_finder: memchr::memmem::Finder::new(needle).into_owned(),
             single,
+            finders: needles
+                .iter()
+                .map(|n| memchr::memmem::Finder::new(n).into_owned())
+                .collect(),
             max_len: needles.iter().map(Vec::len).max().unwrap_or(0),
             needles,
             first,
             starts,
             replacement: replacement.to_vec(),
         }
+    }
+
+    /// Whether any spelling of the needle is in `hay` as written.
+    pub(crate) fn occurs_in(&self, hay: &[u8]) -> bool {
+        self.finders.iter().any(|f| f.find(hay).is_some())
     }
 
     /// The token masked with as many `*`.

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 
 use crate::body::decode::decode_content;
 use crate::body::framing::{WHOLE_BODY_LIMIT, declared_length, is_encoded, is_json, set_length};
-use crate::body::json_redact::JsonBodyRedact;
+use crate::body::json_redact::{JsonBodyRedact, masks_anything};
 use crate::body::json_urls::JsonUrlRewriter;
 use crate::body::redact::Needles;
 use crate::body::tee::{UpstreamCopy, tee};
@@ -111,8 +111,11 @@ fn mask_streamed(
 }
 
 /// `input` with every spelling of the token masked, JSON escapes decoded (for whole bodies and
-/// what the traffic log keeps).
-pub fn redact(input: &[u8], token: &Arc<Needles>) -> Bytes {
+/// what the traffic log keeps). A body with nothing to mask, the usual one, is given back as it is.
+pub fn redact(input: &Bytes, token: &Arc<Needles>) -> Bytes {
+    if !masks_anything(input, token) {
+        return input.clone();
+    }
     JsonBodyRedact::shared(token.clone()).run_whole(input)
 }
 
