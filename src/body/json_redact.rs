@@ -65,52 +65,38 @@ impl JsonStringRedact {
         self.scan(input, i, out);
     }
 
-    /// The strings of `input` from `i`, which is outside any string. Only a string with a backslash
-    /// can hold the secret in a spelling the raw pass does not see, so the scan jumps from one
-    /// backslash to the next: the quotes before it, counted, tell whether it is inside a string
-    /// (odd) and which quote opened that string; only that string is then followed to its end.
+    /// The strings of `input` from `i`, which is outside any string: only those with a backslash
+    /// are looked at ([`next_escaped`]); one long enough to hold the secret is decoded and, when
+    /// it does, written back re-escaped with the secret masked.
     fn scan(&mut self, input: &[u8], mut i: usize, out: &mut BytesMut) {
         let mut copied = i;
         loop {
-            let Some(k) = memchr::memchr(b'\\', &input[i..]) else {
-                // No backslash left: an odd count of quotes leaves the last string open.
-                if count_quotes(&input[i..]) % 2 == 1
-                    && let Some(q) = memchr::memrchr(b'"', &input[i..])
-                {
-                    let s = i + q + 1;
+            match next_escaped(input, i) {
+                Escaped::NoneLeft { open: None } => break,
+                Escaped::NoneLeft { open: Some(s) } => {
                     out.extend_from_slice(&input[copied..s]);
                     self.hold_from(&input[s..], false, out);
                     return;
                 }
-                break;
-            };
-            let b = i + k;
-            let before = &input[i..b];
-            let Some(q) = memchr::memrchr(b'"', before).filter(|_| count_quotes(before) % 2 == 1)
-            else {
-                // A backslash between strings is an ordinary byte here.
-                i = b + 1;
-                continue;
-            };
-            let s = i + q + 1;
-            let (end, _, escaped) = string_end(&input[s..], false);
-            let Some(e) = end else {
-                out.extend_from_slice(&input[copied..s]);
-                self.hold_from(&input[s..], escaped, out);
-                return;
-            };
-            let end = s + e;
-            // Decoding never lengthens a string: a shorter one cannot hold the secret.
-            if e >= self.needles.secret.len() {
-                let (decoded, _) = decode_json_string(&input[s..end], false);
-                let (masked, changed) = mask_secret(&decoded, &self.needles, false);
-                if changed {
-                    out.extend_from_slice(&input[copied..s]);
-                    out.extend_from_slice(&json_escape(&masked, false));
-                    copied = end;
+                Escaped::Open { start, escaped } => {
+                    out.extend_from_slice(&input[copied..start]);
+                    self.hold_from(&input[start..], escaped, out);
+                    return;
+                }
+                Escaped::Closed { start, end } => {
+                    // Decoding never lengthens a string: a shorter one cannot hold the secret.
+                    if end - start >= self.needles.secret.len() {
+                        let (decoded, _) = decode_json_string(&input[start..end], false);
+                        let (masked, changed) = mask_secret(&decoded, &self.needles, false);
+                        if changed {
+                            out.extend_from_slice(&input[copied..start]);
+                            out.extend_from_slice(&json_escape(&masked, false));
+                            copied = end;
+                        }
+                    }
+                    i = end + 1;
                 }
             }
-            i = end + 1;
         }
         out.extend_from_slice(&input[copied..]);
     }
@@ -216,29 +202,64 @@ pub fn masks_anything(input: &[u8], needles: &Needles) -> bool {
     };
     let mut i = 0;
     loop {
-        let Some(k) = memchr::memchr(b'\\', &input[i..]) else {
+        match next_escaped(input, i) {
             // An open string without escapes is judged as written: no spelling, no change.
-            return count_quotes(&input[i..]) % 2 == 1
-                && memchr::memrchr(b'"', &input[i..])
-                    .is_some_and(|q| input.len() - (i + q + 1) > HOLD_LIMIT);
+            Escaped::NoneLeft { open } => {
+                return open.is_some_and(|s| input.len() - s > HOLD_LIMIT);
+            }
+            Escaped::Open { start, .. } => {
+                let open = &input[start..];
+                return open.len() > HOLD_LIMIT || holds(open);
+            }
+            Escaped::Closed { start, end } => {
+                if holds(&input[start..end]) {
+                    return true;
+                }
+                i = end + 1;
+            }
+        }
+    }
+}
+
+/// The next JSON string with a backslash in `input` from `i` (outside any string), as the
+/// string pass sees strings: any `"` outside a string opens one.
+enum Escaped {
+    /// No backslash left; `open` is where the content of a last string, left open, begins.
+    NoneLeft { open: Option<usize> },
+    /// A string with a backslash, its content `start..end` (the closing quote at `end`).
+    Closed { start: usize, end: usize },
+    /// A string with a backslash left open from `start`; `escaped`: the input ends on a backslash.
+    Open { start: usize, escaped: bool },
+}
+
+/// Jumps from one backslash to the next: the quotes before it, counted, tell whether it is inside
+/// a string (odd) and which quote opened that string; only that string is followed to its end.
+fn next_escaped(input: &[u8], mut i: usize) -> Escaped {
+    loop {
+        let Some(k) = memchr::memchr(b'\\', &input[i..]) else {
+            // An odd count of quotes leaves the last string open.
+            let open = (count_quotes(&input[i..]) % 2 == 1)
+                .then(|| memchr::memrchr(b'"', &input[i..]).map(|q| i + q + 1))
+                .flatten();
+            return Escaped::NoneLeft { open };
         };
         let b = i + k;
         let before = &input[i..b];
         let Some(q) = memchr::memrchr(b'"', before).filter(|_| count_quotes(before) % 2 == 1)
         else {
+            // A backslash between strings is an ordinary byte here.
             i = b + 1;
             continue;
         };
-        let s = i + q + 1;
-        let (end, _, _) = string_end(&input[s..], false);
-        let Some(e) = end else {
-            let open = &input[s..];
-            return open.len() > HOLD_LIMIT || holds(open);
+        let start = i + q + 1;
+        let (end, _, escaped) = string_end(&input[start..], false);
+        return match end {
+            Some(e) => Escaped::Closed {
+                start,
+                end: start + e,
+            },
+            None => Escaped::Open { start, escaped },
         };
-        if holds(&input[s..s + e]) {
-            return true;
-        }
-        i = s + e + 1;
     }
 }
 
