@@ -10,6 +10,31 @@ use std::fmt;
 use serde::Deserializer;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+/// The `visit_*` methods of a visitor that answers `$value` to any scalar (bool, number, null,
+/// and each `$extra` kind), which needs no skipping.
+macro_rules! skip_scalars {
+    ($value:expr $(, $extra:ident: $ty:ty)*) => {
+        $(fn $extra<E>(self, _: $ty) -> Result<Self::Value, E> {
+            Ok($value)
+        })*
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
 /// One wanted key's value, chosen as [`crate::scim::reading::get_ci`] would choose it.
 #[derive(Debug)]
 struct Pick<T> {
@@ -85,14 +110,7 @@ impl Summary {
 /// Reads `body` for the subject attribute `attr` (`userName`, `displayName`); `None` when it is not
 /// JSON at all.
 pub(crate) fn read_answer(body: &[u8], attr: &'static str) -> Option<Answer> {
-    let top = serde_json::Deserializer::from_slice(body);
-    read_complete(top, attr)
-}
-
-fn read_complete(
-    mut de: serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
-    attr: &'static str,
-) -> Option<Answer> {
+    let mut de = serde_json::Deserializer::from_slice(body);
     let top = (&mut de)
         .deserialize_any(ObjectVisitor { attr, top: true })
         .ok()?;
@@ -146,29 +164,7 @@ impl<'de> Visitor<'de> for ObjectVisitor {
         IgnoredAny.visit_seq(seq).map(|_| None)
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
+    skip_scalars!(None, visit_str: &str);
 }
 
 impl<'de> DeserializeSeed<'de> for ObjectVisitor {
@@ -250,25 +246,7 @@ impl<'de> Visitor<'de> for StringOrSkip {
         IgnoredAny.visit_seq(seq).map(|_| None)
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
+    skip_scalars!(None);
 }
 
 /// A `Resources` value: an array's length and first item, or not an array (skipped).
@@ -310,27 +288,5 @@ impl<'de> Visitor<'de> for ListSeed {
         IgnoredAny.visit_map(map).map(|_| List::NotArray)
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(List::NotArray)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(List::NotArray)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(List::NotArray)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(List::NotArray)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(List::NotArray)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(List::NotArray)
-    }
+    skip_scalars!(List::NotArray, visit_str: &str);
 }
