@@ -80,13 +80,15 @@ where
 }
 
 /// Polls the connection under its timers and the listener's stops.
-async fn drive<C: Connection>(
-    mut connection: C,
+async fn drive<I>(
+    mut connection: Served<I>,
     mut timers: Timers,
     state: std::sync::Arc<ConnState>,
     peer: std::net::SocketAddr,
     stops: Stops,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut tick = tokio::time::interval(timers.tick_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -112,12 +114,6 @@ async fn drive<C: Connection>(
 }
 
 type ServeError = Box<dyn std::error::Error + Send + Sync>;
-
-/// What `drive` needs of a hyper connection.
-trait Connection {
-    fn poll_served(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServeError>>;
-    fn graceful_shutdown(&mut self);
-}
 
 /// hyper's connection for the version, each boxed on its own as it is made: an HTTP/1.1
 /// connection carries no room for HTTP/2's state (auto's enum is sized for both, 2,720 bytes
@@ -161,7 +157,8 @@ where
     }
 }
 
-impl<I> Connection for Served<I>
+/// What `drive` needs of the connection, whichever it is.
+impl<I> Served<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
