@@ -119,6 +119,41 @@ async fn inbound_http2_by_alpn_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_did_not_negotiate_h2_is_held_to_http_1_1() {
+    let p = Builder::new().start().await;
+    // HTTP/2 over TLS is only ever negotiated (RFC 9113 3.2): after ALPN chose http/1.1, or with
+    // no ALPN at all, the HTTP/2 preface is a bad HTTP/1.1 request, not an HTTP/2 connection.
+    let no_alpn = client_tls(
+        p.ca_pem(),
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+        &[],
+    );
+    for config in [h1_tls(p.ca_pem()), no_alpn] {
+        let mut tls = tls_connect(p.addr, config).await.expect("handshake");
+        assert_ne!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        write_lenient(
+            &mut tls,
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
+        )
+        .await;
+        // hyper closes an HTTP/1.1 connection that opens with the preface; an HTTP/2 server
+        // would have answered with its SETTINGS frame.
+        let ended = wait_closed(&mut tls, STEP).await.expect("closed");
+        assert!(
+            ended.bytes.is_empty() || ended.bytes.starts_with(b"HTTP/1.1 "),
+            "no HTTP/2 frames: {:?}",
+            ended.bytes
+        );
+    }
+    assert_eq!(p.upstream_total(), 0, "nothing may be forwarded");
+    // The same client asking for h2 gets it.
+    let config = client_tls(p.ca_pem(), &[&rustls::version::TLS13], &[b"h2"]);
+    let tls = tls_connect(p.addr, config).await.expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_on_the_tls_port_gets_no_http_answer() {
     let p = Builder::new().start().await;
     for _ in 0..2 {
